@@ -53,7 +53,7 @@ def qwen2_config(**kw):
 def make_hf_model(cfg, path, seed=0, **save_kw):
     """A random HF causal LM (biases and norms randomized too), saved as safetensors."""
     torch.manual_seed(seed)
-    model = transformers.AutoModelForCausalLM.from_config(cfg, torch_dtype=torch.float32)
+    model = transformers.AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     with torch.no_grad():
         for name, p in model.named_parameters():
             if "norm" in name:

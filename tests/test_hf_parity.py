@@ -61,7 +61,7 @@ def test_round_trip_through_save(checkpoint, tmp_path):
     _, path, torch_model = checkpoint
     model = hf.load(path)
     out = hf.save(model, tmp_path / "export")
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, torch_dtype="float32")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype="float32")
     tokens = _tokens(model.cfg.vocab_size, seed=3)
     np.testing.assert_allclose(
         hf_logits(reloaded, tokens), hf_logits(torch_model, tokens), atol=1e-5, rtol=0
@@ -83,7 +83,7 @@ def test_save_writes_sharded_index(tmp_path):
     model = hf.load(tmp_path / "src")
     out = hf.save(model, tmp_path / "out", max_shard_bytes=40_000)
     assert (out / "model.safetensors.index.json").exists()
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, torch_dtype="float32")
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype="float32")
     tokens = _tokens(model.cfg.vocab_size, seed=5)
     np.testing.assert_allclose(
         hf_logits(reloaded, tokens), hf_logits(torch_model, tokens), atol=1e-5, rtol=0

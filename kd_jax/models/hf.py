@@ -213,7 +213,7 @@ def load(
 
 def _init_lora(cfg: ModelConfig, seed: int, shardings) -> nnx.State:
     """Fresh LoRA adapters only; XLA drops the unused base-weight initialization."""
-    lora_shardings = shardings.filter(nnx.LoRAParam)
+    lora_shardings = nnx.filter_state(shardings, nnx.LoRAParam)
 
     @jax.jit
     def init():

@@ -1,0 +1,84 @@
+"""Every way a checkpoint folder can be wrong gets one clear error naming the problem."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kd_jax import hf
+from kd_jax.models import ModelConfigError
+from kd_jax.models.safetensors_io import SafetensorsFile, save_file
+from tests.hf_fixtures import llama_config, make_hf_model
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    make_hf_model(llama_config(num_hidden_layers=1), tmp_path)
+    return tmp_path
+
+
+def _rewrite_weights(folder, edit):
+    st = SafetensorsFile(folder / "model.safetensors")
+    tensors = {k: np.array(st.array(k)) for k in st.keys()}
+    edit(tensors)
+    save_file(tensors, folder / "model.safetensors")
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(hf.CheckpointError, match="does not exist"):
+        hf.load(tmp_path / "nope")
+
+
+def test_no_config_json(checkpoint):
+    (checkpoint / "config.json").unlink()
+    with pytest.raises(hf.CheckpointError, match="has no config.json"):
+        hf.load(checkpoint)
+
+
+def test_unsupported_architecture(checkpoint):
+    cfg = json.loads((checkpoint / "config.json").read_text())
+    cfg.update(architectures=["MistralForCausalLM"], model_type="mistral")
+    (checkpoint / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelConfigError, match="Unsupported architecture.*MistralForCausalLM"):
+        hf.load(checkpoint)
+
+
+def test_unsupported_rope_scaling(checkpoint):
+    cfg = json.loads((checkpoint / "config.json").read_text())
+    cfg.pop("rope_parameters", None)
+    cfg["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0}
+    (checkpoint / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ModelConfigError, match="Unsupported rope scaling 'yarn'"):
+        hf.load(checkpoint)
+
+
+def test_missing_tensor(checkpoint):
+    _rewrite_weights(checkpoint, lambda t: t.pop("model.layers.0.mlp.up_proj.weight"))
+    with pytest.raises(hf.CheckpointError, match="no tensor 'model.layers.0.mlp.up_proj.weight'"):
+        hf.load(checkpoint)
+
+
+def test_shape_mismatch(checkpoint):
+    def shrink(t):
+        t["model.norm.weight"] = t["model.norm.weight"][:-1]
+
+    _rewrite_weights(checkpoint, shrink)
+    with pytest.raises(hf.CheckpointError, match="'model.norm.weight' has shape \\[63\\]"):
+        hf.load(checkpoint)
+
+
+def test_pickle_checkpoint_is_refused(tmp_path):
+    model = make_hf_model(llama_config(num_hidden_layers=1), tmp_path)
+    (tmp_path / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(hf.CheckpointError, match="pickle checkpoints.*safe_serialization=True"):
+        hf.load(tmp_path)
+
+
+def test_missing_shard_listed_in_index(tmp_path):
+    make_hf_model(llama_config(num_hidden_layers=1), tmp_path, max_shard_size="20KB")
+    shard = sorted(tmp_path.glob("model-*.safetensors"))[0]
+    shard.unlink()
+    with pytest.raises(hf.CheckpointError, match=f"lists shard.*{shard.name}"):
+        hf.load(tmp_path)

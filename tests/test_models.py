@@ -9,8 +9,14 @@ from flax import nnx
 
 from kd_jax import hf
 from kd_jax import sharding as shd
-from kd_jax.models import LoraConfig, ModelConfigError, abstract_model, create_model, param_count
-from kd_jax.models import presets
+from kd_jax.models import (
+    LoraConfig,
+    ModelConfigError,
+    abstract_model,
+    create_model,
+    param_count,
+    presets,
+)
 from tests.hf_fixtures import hf_logits, llama_config, make_hf_model, qwen2_config
 
 
@@ -88,9 +94,7 @@ def test_lora_zero_init_is_identity_and_merge_matches(tmp_path):
     out = hf.save(lora, tmp_path / "merged")
     torch_model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype="float32")
     np.testing.assert_allclose(hf_logits(torch_model, np.asarray(tokens)), unmerged, atol=1e-4)
-    np.testing.assert_allclose(
-        np.asarray(hf.load(out)(tokens)), unmerged, atol=1e-5, rtol=0
-    )
+    np.testing.assert_allclose(np.asarray(hf.load(out)(tokens)), unmerged, atol=1e-5, rtol=0)
 
 
 def test_lora_dropout_changes_output_only_with_rng():
@@ -156,7 +160,9 @@ def test_causality_and_segment_isolation():
 
     # Changing a later token never changes an earlier logit.
     changed = tokens.at[0, 7].set((tokens[0, 7] + 1) % cfg.vocab_size)
-    np.testing.assert_array_equal(np.asarray(model(tokens)[0, :7]), np.asarray(model(changed)[0, :7]))
+    np.testing.assert_array_equal(
+        np.asarray(model(tokens)[0, :7]), np.asarray(model(changed)[0, :7])
+    )
     # Two packed segments equal the same two sequences run alone.
     seg = jnp.asarray([[1] * 4 + [2] * 6])
     pos = jnp.asarray([list(range(4)) + list(range(6))])

@@ -34,6 +34,15 @@ def attention_mask(segment_ids_BxT: jax.Array) -> jax.Array:
     return causal[None] & same & (segment_ids_BxT[:, None, :] != 0)
 
 
+def cached_attention_mask(segment_ids_BxT, cache_segment_ids_BxS, index) -> jax.Array:
+    """[B, T, S] boolean for T new tokens written at cache slots index..index+T-1."""
+    t, s = segment_ids_BxT.shape[1], cache_segment_ids_BxS.shape[1]
+    query_slot = index + jnp.arange(t)
+    causal = jnp.arange(s)[None, :] <= query_slot[:, None]  # [T, S]
+    same = segment_ids_BxT[:, :, None] == cache_segment_ids_BxS[:, None, :]
+    return causal[None] & same & (cache_segment_ids_BxS[:, None, :] != 0)
+
+
 class Block(nnx.Module):
     """One (or, with `num_layers`, a stack of) pre-norm attention + SwiGLU block(s)."""
 
@@ -77,7 +86,10 @@ class Block(nnx.Module):
         self.head_dim = hd
         self.rope = (hd, cfg.rope_theta, cfg.rope_scaling)
 
-    def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, dropout_rng=None):
+    def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, dropout_rng=None, cache=None):
+        """One block. With `cache` = (k [B,S,K,H], v [B,S,K,H], index), the new keys and
+        values are written at slot `index` and attention runs over all S cache slots;
+        returns (x, (k, v)) then."""
         rngs = [None] * 7 if dropout_rng is None else list(jax.random.split(dropout_rng, 7))
         rng = dict(zip(_BLOCK_LORA_TARGETS, rngs, strict=True))
 
@@ -87,6 +99,15 @@ class Block(nnx.Module):
         q_BxTxNxH = apply_rope(self.q(h, rng["q"]), positions_BxT, inv_freq)
         k_BxSxKxH = apply_rope(self.k(h, rng["k"]), positions_BxT, inv_freq)
         v_BxSxKxH = self.v(h, rng["v"])
+        if cache is not None:
+            k_cache, v_cache, index = cache
+            k_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(
+                k_cache, k_BxSxKxH.astype(k_cache.dtype), index, axis=1
+            )
+            v_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(
+                v_cache, v_BxSxKxH.astype(v_cache.dtype), index, axis=1
+            )
+            cache = (k_BxSxKxH, v_BxSxKxH)
         q_BxTxNxH = constrain(q_BxTxNxH, ("act_batch", "act_len", "act_heads", None))
         b, t, n, hd = q_BxTxNxH.shape
         groups = n // self.num_kv_heads
@@ -104,7 +125,8 @@ class Block(nnx.Module):
         h = self.mlp_norm(x_BxTxD)
         gated = jax.nn.silu(self.gate(h, rng["gate"])) * self.up(h, rng["up"])
         x_BxTxD = x_BxTxD + self.down(gated, rng["down"])
-        return constrain(x_BxTxD, ("act_batch", "act_len", "act_embed"))
+        x_BxTxD = constrain(x_BxTxD, ("act_batch", "act_len", "act_embed"))
+        return x_BxTxD if cache is None else (x_BxTxD, cache)
 
 
 class Decoder(nnx.Module):
@@ -147,14 +169,22 @@ class Decoder(nnx.Module):
         segment_ids: jax.Array | None = None,
         *,
         dropout_rng: jax.Array | None = None,
-    ) -> jax.Array:
-        """Final-norm hidden states [B, T, D]."""
+        cache: dict | None = None,
+    ):
+        """Final-norm hidden states [B, T, D]; with a `cache`, (hidden, updated cache)."""
         b, t = tokens_BxT.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         if segment_ids is None:
             segment_ids = jnp.ones((b, t), jnp.int32)
-        mask_BxTxS = attention_mask(segment_ids)
+        if cache is None:
+            mask_BxTxS = attention_mask(segment_ids)
+        else:
+            cache = dict(cache)
+            cache["segment_ids"] = jax.lax.dynamic_update_slice_in_dim(
+                cache["segment_ids"], segment_ids, cache["index"], axis=1
+            )
+            mask_BxTxS = cached_attention_mask(segment_ids, cache["segment_ids"], cache["index"])
         x = constrain(self.embed(tokens_BxT), ("act_batch", "act_len", "act_embed"))
 
         graphdef, stacked = nnx.split(self.blocks)
@@ -162,14 +192,40 @@ class Decoder(nnx.Module):
         if dropout_rng is not None:
             layer_rngs = jax.random.split(dropout_rng, self.cfg.num_layers)
 
-        def body(x, layer):
-            layer_state, rng = layer
-            return nnx.merge(graphdef, layer_state)(x, positions, mask_BxTxS, rng), None
+        if cache is None:
 
+            def body(x, layer):
+                layer_state, rng = layer
+                return nnx.merge(graphdef, layer_state)(x, positions, mask_BxTxS, rng), None
+
+            xs = (stacked, layer_rngs)
+        else:
+
+            def body(x, layer):
+                layer_state, rng, k, v = layer
+                block = nnx.merge(graphdef, layer_state)
+                return block(x, positions, mask_BxTxS, rng, cache=(k, v, cache["index"]))
+
+            xs = (stacked, layer_rngs, cache["k"], cache["v"])
         if self.cfg.remat_policy != "none":
             body = jax.checkpoint(body, policy=_REMAT[self.cfg.remat_policy], prevent_cse=False)
-        x, _ = jax.lax.scan(body, x, (stacked, layer_rngs))
-        return self.final_norm(x)
+        x, new_kv = jax.lax.scan(body, x, xs)
+        if cache is None:
+            return self.final_norm(x)
+        cache.update(k=new_kv[0], v=new_kv[1], index=cache["index"] + t)
+        return self.final_norm(x), cache
+
+    def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
+        """An empty KV cache: k, v [L, B, S, K, H], segment ids [B, S] (0 = empty), index."""
+        cfg = self.cfg
+        shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+        dtype = dtype or cfg.jnp_dtype
+        return dict(
+            k=jnp.zeros(shape, dtype),
+            v=jnp.zeros(shape, dtype),
+            segment_ids=jnp.zeros((batch, max_len), jnp.int32),
+            index=jnp.zeros((), jnp.int32),
+        )
 
     def unembedding(self) -> jax.Array:
         """The output projection [D, V] (the transposed embedding when tied)."""

@@ -1,0 +1,127 @@
+"""Every default of kd_jax in one place. Other configs start from `get_config()` here.
+
+    kd-jax train --config configs/base.py --config.student.preset=tiny-student ...
+
+Nothing in kd_jax reads a setting with a fallback default: a key missing here is a bug.
+"""
+
+from ml_collections import ConfigDict
+
+from kd_jax.sharding import DEFAULT_RULES
+
+
+def model_config() -> ConfigDict:
+    """Where a model comes from: an HF folder, a kd_jax workdir, or a named preset."""
+    return ConfigDict(
+        dict(
+            hf_path="",  # local HF folder (config.json + safetensors)
+            workdir="",  # a kd_jax run whose latest (or best) checkpoint holds the weights
+            checkpoint="latest",  # "latest" | "best", for `workdir`
+            preset="",  # a name from kd_jax.models.presets (random init)
+            dtype="float32",  # compute dtype
+            param_dtype="float32",  # storage dtype (master weights for the student)
+            remat_policy="none",
+            lora=ConfigDict(
+                dict(
+                    enabled=False,
+                    rank=8,
+                    alpha=16.0,
+                    dropout=0.05,
+                    targets=("q", "k", "v", "up", "down"),
+                )
+            ),
+        )
+    )
+
+
+def get_config() -> ConfigDict:
+    c = ConfigDict()
+    c.seed = 0
+    # "sft": cross-entropy only; "kd": a frozen teacher's distribution (see `kd`).
+    c.method = "sft"
+
+    c.student = model_config()
+    c.teacher = model_config()
+    c.teacher.lora.enabled = False
+    c.tokenizer = ""  # HF tokenizer folder; "builtin" = the built-in tokenizer
+
+    c.data = ConfigDict(
+        dict(
+            train="",  # JSONL file/folder, Parquet, or tfds:NAME@DIR; "builtin" = built-in
+            format="auto",  # "chat" | "alpaca" | "auto"
+            max_length=256,
+            packing=True,
+            train_on_inputs=False,  # Study B trains on prompt tokens too
+            alpaca_template="clean",
+            num_examples=0,  # 0 = all; nested, seed-determined subsets otherwise
+            validation_size=0,
+            subset_seed=0,
+            shuffle_seed=0,
+            skip_bad_lines=False,
+            num_epochs=0,  # 0 = repeat until train.num_steps
+        )
+    )
+
+    c.kd = ConfigDict(
+        dict(
+            divergence="fkl",  # fkl | rkl | gjsd | skew_fkl | skew_rkl | tvd
+            temperature=1.0,
+            alpha=1.0,  # loss = alpha * KD + (1 - alpha) * CE
+            scale_by_temperature_squared=True,
+            beta=0.5,  # gjsd mixture weight (TRL/GKD convention)
+            skew=0.1,  # skew_fkl / skew_rkl mixture weight
+            reduction="token",  # "token" (global token mean) | "sequence" (Study B)
+            teacher_noise_std=0.0,  # Study B's logit-noise ablation
+            teacher_top_k=0,  # 0 = the full teacher distribution
+            vocab_size=0,  # >0: cut both vocabularies to this size (padding rows)
+            chunk_size=2048,  # tokens per loss chunk (memory vs speed)
+            study_b_eps=False,  # Study B's +1e-9 terms, to match its numbers exactly
+        )
+    )
+
+    c.optim = ConfigDict(
+        dict(
+            name="adamw",
+            lr=3e-4,
+            schedule="linear",  # constant | linear | cosine
+            warmup_steps=0,
+            warmup_ratio=0.0,
+            end_lr_factor=0.0,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            weight_decay=0.0,
+            clip_norm=1.0,
+            grad_accum=1,
+        )
+    )
+
+    c.train = ConfigDict(
+        dict(
+            num_steps=100,
+            batch_size=8,  # global, in sequences per optimizer step
+            log_every=10,
+            eval_every=50,  # 0 = never
+            eval_batches=4,
+            checkpoint_every=50,
+            keep_last=2,
+            keep_best=True,  # also keep the checkpoint with the lowest eval loss
+            max_bad_steps=10,  # consecutive non-finite steps before the run stops
+            progress_bar=True,
+            async_checkpointing=True,
+        )
+    )
+
+    c.eval = ConfigDict(
+        dict(
+            tasks=("builtin",),
+            max_new_tokens=64,
+            temperature=0.0,  # 0 = greedy
+            num_examples=200,
+            batch_size=64,
+        )
+    )
+
+    c.mesh = ConfigDict(dict(data=-1, fsdp=1, tensor=1))
+    c.sharding_rules = tuple(DEFAULT_RULES)
+    return c

@@ -1,0 +1,131 @@
+"""Orbax checkpoints of a run: train state + data-iterator position, last N and best.
+
+Layout under WORKDIR:
+    checkpoints/<step>/      the last `train.keep_last` checkpoints (state + data + meta)
+    checkpoints_best/<step>/ the one with the lowest eval loss (if `train.keep_best`)
+
+Orbax writes each checkpoint into a temporary folder and renames it when complete, so a
+run killed mid-save keeps every checkpoint it had finished.
+
+Restore order (`kd_jax.train.run`): resume WORKDIR's latest checkpoint if there is one,
+else initialize from `student.workdir` / `student.hf_path` (`init_from`), else fresh.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+log = logging.getLogger(__name__)
+
+
+class Checkpointer:
+    """Saves and restores `{state, data, meta}` items with Orbax CheckpointManagers."""
+
+    def __init__(
+        self,
+        workdir: str | Path,
+        *,
+        keep_last: int = 2,
+        keep_best: bool = True,
+        async_save: bool = True,
+    ):
+        root = Path(workdir).absolute()
+        opts = dict(create=True, enable_async_checkpointing=async_save)
+        self.last = ocp.CheckpointManager(
+            root / "checkpoints",
+            options=ocp.CheckpointManagerOptions(max_to_keep=max(keep_last, 1), **opts),
+        )
+        self.best = None
+        if keep_best:
+            self.best = ocp.CheckpointManager(
+                root / "checkpoints_best",
+                options=ocp.CheckpointManagerOptions(
+                    max_to_keep=1,
+                    best_fn=lambda metrics: metrics["eval_loss"],
+                    best_mode="min",
+                    keep_checkpoints_without_metrics=False,
+                    **opts,
+                ),
+            )
+
+    @staticmethod
+    def _save_args(state: dict, data_state: dict, meta: dict):
+        items = {k: ocp.args.StandardSave(v) for k, v in state.items()}
+        return ocp.args.Composite(
+            **items, data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)
+        )
+
+    def save(self, step: int, state: dict, data_state: dict, meta: dict, force=False) -> None:
+        """Saves every entry of the `state` dict as its own item (params, opt_state, ...)."""
+        self.last.save(step, args=self._save_args(state, data_state, meta), force=force)
+
+    def save_best(self, step: int, state, data_state: dict, meta: dict, eval_loss: float) -> None:
+        """Offers this state as the best; Orbax keeps it only if its eval loss is lowest."""
+        if self.best is None:
+            return
+        self.best.save(
+            step,
+            args=self._save_args(state, data_state, meta),
+            metrics={"eval_loss": float(eval_loss)},
+        )
+
+    def latest_step(self) -> int | None:
+        return self.last.latest_step()
+
+    def restore(self, abstract_state: dict, step: int | None = None, which: str = "latest"):
+        """(state, data_state, meta) of `step` (default: the latest, or the best).
+
+        Only the items named in `abstract_state` are read: `{"params": ...}` alone skips
+        the optimizer state.
+        """
+        manager = self.best if which == "best" else self.last
+        if manager is None:
+            raise FileNotFoundError("This run keeps no best checkpoint (train.keep_best=False).")
+        if step is None:
+            step = manager.best_step() if which == "best" else manager.latest_step()
+        if step is None:
+            raise FileNotFoundError(f"No {which} checkpoint in {manager.directory}.")
+        items = {k: ocp.args.StandardRestore(v) for k, v in abstract_state.items()}
+        out = manager.restore(
+            step,
+            args=ocp.args.Composite(
+                **items, data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()
+            ),
+        )
+        return {k: out[k] for k in abstract_state}, out["data"], out["meta"]
+
+    def wait(self) -> None:
+        self.last.wait_until_finished()
+        if self.best is not None:
+            self.best.wait_until_finished()
+
+    def close(self) -> None:
+        self.wait()
+        self.last.close()
+        if self.best is not None:
+            self.best.close()
+
+
+def abstract_like(tree: Any) -> Any:
+    """ShapeDtypeStructs (with shardings) of a concrete pytree, as a restore target."""
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def restore_params(workdir: str | Path, abstract_params, which: str = "latest"):
+    """The `params` item of another run's checkpoint (for `init_from` and teachers)."""
+    root = Path(workdir)
+    if not (root / "checkpoints").is_dir():
+        raise FileNotFoundError(
+            f"{root} holds no kd_jax checkpoints; train it first or point to an HF folder."
+        )
+    ckpt = Checkpointer(root, keep_best=which == "best", async_save=False)
+    try:
+        state, _, meta = ckpt.restore({"params": abstract_params}, which=which)
+    finally:
+        ckpt.close()
+    return state["params"], meta

@@ -1,0 +1,133 @@
+"""Batched autoregressive sampling with a KV cache: greedy, temperature, top-k, top-p.
+
+`generate` is one jitted program: a prefill over the left-padded prompts, then a
+`lax.scan` of single-token steps that read and write the cache. Rows stop at a stop token
+(later positions hold `pad_id`). `generate_text` wraps it for strings and a tokenizer,
+bucketing prompt lengths so that a whole evaluation compiles only a few programs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from kd_jax.models import Decoder
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingConfig:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0  # 0 = off
+    top_p: float = 1.0  # 1 = off
+    stop_tokens: tuple[int, ...] = ()
+    pad_id: int = 0
+
+    def __post_init__(self):
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
+        if self.top_k < 0 or self.max_new_tokens < 1:
+            raise ValueError("top_k must be >= 0 and max_new_tokens >= 1.")
+
+
+def sample_token(logits_BxV: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> jax.Array:
+    """The next token of each row under the config's decoding rule."""
+    logits = logits_BxV.astype(jnp.float32)
+    if cfg.temperature == 0.0 or cfg.top_k == 1:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / cfg.temperature
+    neg = jnp.finfo(jnp.float32).min
+    if cfg.top_k > 0:
+        kth = jax.lax.top_k(logits, cfg.top_k)[0][..., -1:]
+        logits = jnp.where(logits < kth, neg, logits)
+    if cfg.top_p < 1.0:
+        sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        # Keep the smallest prefix whose mass reaches top_p (the first token always stays).
+        before = jnp.cumsum(probs, axis=-1) - probs
+        cutoff_idx = jnp.sum(before < cfg.top_p, axis=-1, keepdims=True) - 1
+        cutoff = jnp.take_along_axis(sorted_logits, cutoff_idx, axis=-1)
+        logits = jnp.where(logits < cutoff, neg, logits)
+    return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+def _generate(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: SamplingConfig):
+    b, p = prompts_BxP.shape
+    n = cfg.max_new_tokens
+    mask = prompt_mask_BxP.astype(jnp.int32)
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    cache = model.init_cache(b, p + n)
+    h, cache = model.hidden(prompts_BxP, positions, mask, cache=cache)
+    logits = model.logits(h[:, -1:])[:, 0]
+    stops = jnp.asarray(cfg.stop_tokens or (-1,), jnp.int32)
+
+    def step(carry, step_rng):
+        logits, cache, pos, done = carry
+        token = sample_token(logits, step_rng, cfg)
+        token = jnp.where(done, cfg.pad_id, token)
+        now_done = done | jnp.isin(token, stops)
+        h, cache = model.hidden(
+            token[:, None], pos[:, None], jnp.ones((b, 1), jnp.int32), cache=cache
+        )
+        return (model.logits(h)[:, 0], cache, pos + 1, now_done), (token, done)
+
+    init = (logits, cache, positions[:, -1] + 1, jnp.zeros((b,), bool))
+    _, (tokens, was_done) = jax.lax.scan(step, init, jax.random.split(rng, n))
+    tokens_BxN = tokens.T
+    lengths = jnp.sum(~was_done.T, axis=1)  # generated tokens, stop token included
+    return tokens_BxN, lengths
+
+
+generate = nnx.jit(_generate, static_argnames=("cfg",))
+generate.__doc__ = """tokens [B, N] and lengths [B] sampled after left-padded prompts [B, P]."""
+
+
+def left_pad(rows: list[list[int]], pad_id: int, multiple: int = 16):
+    """[B, P] tokens and mask, right-aligned; P rounded up to `multiple` to reuse programs."""
+    p = max(1, max(len(r) for r in rows))
+    p = int(math.ceil(p / multiple) * multiple)
+    tokens = np.full((len(rows), p), pad_id, np.int32)
+    mask = np.zeros((len(rows), p), np.int32)
+    for i, r in enumerate(rows):
+        if r:
+            tokens[i, p - len(r) :] = r
+            mask[i, p - len(r) :] = 1
+    return tokens, mask
+
+
+def generate_text(
+    model: Decoder,
+    tokenizer,
+    prompts: list[str],
+    cfg: SamplingConfig,
+    *,
+    batch_size: int = 32,
+    seed: int = 0,
+    progress: bool = True,
+    add_special_tokens: bool = False,
+) -> list[str]:
+    """Decoded continuations of `prompts` (special tokens dropped), in order."""
+    out: list[str] = []
+    rng = jax.random.key(seed)
+    bar = tqdm(total=len(prompts), desc="generate", disable=not progress, leave=False)
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        rows = [tokenizer.encode(t, add_special_tokens=add_special_tokens) for t in chunk]
+        rows += [rows[-1]] * (batch_size - len(rows))  # fixed batch shape: one program
+        tokens, mask = left_pad(rows, cfg.pad_id)
+        new, lengths = generate(model, jnp.asarray(tokens), jnp.asarray(mask),
+                                jax.random.fold_in(rng, start), cfg)  # fmt: skip
+        new, lengths = np.asarray(new), np.asarray(lengths)
+        for i in range(len(chunk)):
+            out.append(tokenizer.decode(new[i, : lengths[i]].tolist(), skip_special_tokens=True))
+        bar.update(len(chunk))
+    bar.close()
+    return out

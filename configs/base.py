@@ -43,39 +43,46 @@ def get_config() -> ConfigDict:
     c.student = model_config()
     c.teacher = model_config()
     c.teacher.lora.enabled = False
-    c.tokenizer = ""  # HF tokenizer folder; "builtin" = the built-in tokenizer
 
+    # Mirrors kd_jax.data.DataConfig field for field.
     c.data = ConfigDict(
         dict(
-            train="",  # JSONL file/folder, Parquet, or tfds:NAME@DIR; "builtin" = built-in
+            train="",  # JSONL file/folder/glob, Parquet, or a prepared TFDS folder
+            validation="",  # separate validation files; else validation_size held out
             format="auto",  # "chat" | "alpaca" | "auto"
+            tokenizer="",  # local HF tokenizer folder
             max_length=256,
             packing=True,
+            num_packing_bins=0,
             train_on_inputs=False,  # Study B trains on prompt tokens too
-            alpaca_template="clean",
+            alpaca_template="alpaca",  # "alpaca" | "kd_generalization" (Study B's strings)
             num_examples=0,  # 0 = all; nested, seed-determined subsets otherwise
             validation_size=0,
             subset_seed=0,
-            shuffle_seed=0,
+            seed=0,  # shuffle order
+            batch_size=8,  # global rows per optimizer step
             skip_bad_lines=False,
-            num_epochs=0,  # 0 = repeat until train.num_steps
+            num_threads=2,
+            prefetch=256,
+            num_workers=0,
         )
     )
 
+    # Mirrors kd_jax.losses.KDLossConfig (divergence = its `kind`), plus chunk_size.
     c.kd = ConfigDict(
         dict(
-            divergence="fkl",  # fkl | rkl | gjsd | skew_fkl | skew_rkl | tvd
-            temperature=1.0,
+            # fkl | rkl | gjsd | skew_fkl | skew_rkl | tvd | fkl_studyb | rkl_studyb
+            divergence="fkl",
             alpha=1.0,  # loss = alpha * KD + (1 - alpha) * CE
-            scale_by_temperature_squared=True,
+            temperature=1.0,
+            scale_by_tau_sq=True,
             beta=0.5,  # gjsd mixture weight (TRL/GKD convention)
             skew=0.1,  # skew_fkl / skew_rkl mixture weight
             reduction="token",  # "token" (global token mean) | "sequence" (Study B)
-            teacher_noise_std=0.0,  # Study B's logit-noise ablation
             teacher_top_k=0,  # 0 = the full teacher distribution
+            teacher_noise_std=0.0,  # Study B's logit-noise ablation
             vocab_size=0,  # >0: cut both vocabularies to this size (padding rows)
             chunk_size=2048,  # tokens per loss chunk (memory vs speed)
-            study_b_eps=False,  # Study B's +1e-9 terms, to match its numbers exactly
         )
     )
 
@@ -99,7 +106,6 @@ def get_config() -> ConfigDict:
     c.train = ConfigDict(
         dict(
             num_steps=100,
-            batch_size=8,  # global, in sequences per optimizer step
             log_every=10,
             eval_every=50,  # 0 = never
             eval_batches=4,

@@ -23,6 +23,20 @@ import orbax.checkpoint as ocp
 log = logging.getLogger(__name__)
 
 
+def _group(state: dict) -> dict:
+    """Orbax saves trees, not bare scalars: scalars (step, counters) go in one item."""
+    items = {k: v for k, v in state.items() if isinstance(v, dict | list | tuple)}
+    scalars = {k: v for k, v in state.items() if k not in items}
+    if scalars:
+        items["counters"] = scalars
+    return items
+
+
+def _ungroup(items: dict) -> dict:
+    items = dict(items)
+    return {**items, **items.pop("counters", {})}
+
+
 class Checkpointer:
     """Saves and restores `{state, data, meta}` items with Orbax CheckpointManagers."""
 
@@ -55,7 +69,7 @@ class Checkpointer:
 
     @staticmethod
     def _save_args(state: dict, data_state: dict, meta: dict):
-        items = {k: ocp.args.StandardSave(v) for k, v in state.items()}
+        items = {k: ocp.args.StandardSave(v) for k, v in _group(state).items()}
         return ocp.args.Composite(
             **items, data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)
         )
@@ -90,14 +104,15 @@ class Checkpointer:
             step = manager.best_step() if which == "best" else manager.latest_step()
         if step is None:
             raise FileNotFoundError(f"No {which} checkpoint in {manager.directory}.")
-        items = {k: ocp.args.StandardRestore(v) for k, v in abstract_state.items()}
+        grouped = _group(abstract_state)
+        items = {k: ocp.args.StandardRestore(v) for k, v in grouped.items()}
         out = manager.restore(
             step,
             args=ocp.args.Composite(
                 **items, data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()
             ),
         )
-        return {k: out[k] for k in abstract_state}, out["data"], out["meta"]
+        return _ungroup({k: out[k] for k in grouped}), out["data"], out["meta"]
 
     def wait(self) -> None:
         self.last.wait_until_finished()

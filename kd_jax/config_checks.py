@@ -1,0 +1,96 @@
+"""Checks of a run config before anything is written: one clear sentence per mistake."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ml_collections import ConfigDict
+
+METHODS = ("sft", "kd")
+
+
+class ConfigError(ValueError):
+    """A config value kd_jax cannot run with, naming the key and the fix."""
+
+
+def _writable(workdir: Path) -> bool:
+    p = workdir.absolute()
+    while not p.exists():
+        p = p.parent
+    return p.is_dir() and os.access(p, os.W_OK | os.X_OK)
+
+
+def _has_source(mc: ConfigDict) -> bool:
+    return bool(mc.hf_path or mc.workdir or mc.preset)
+
+
+def validate(config: ConfigDict, workdir: str | Path | None) -> None:
+    """Raises ConfigError for the first problem found; touches nothing on disk."""
+    from kd_jax.data import DataConfig
+    from kd_jax.losses import KDLossConfig
+    from kd_jax.optim import learning_rate_schedule, make_optimizer
+
+    if config.method not in METHODS:
+        raise ConfigError(f"config.method={config.method!r} is unknown; use one of {METHODS}.")
+    if not _has_source(config.student):
+        raise ConfigError(
+            "config.student names no weights; set student.hf_path, student.workdir or "
+            "student.preset."
+        )
+    if config.method == "kd" and not _has_source(config.teacher):
+        raise ConfigError(
+            "config.method='kd' needs a teacher; set teacher.hf_path, teacher.workdir or "
+            "teacher.preset (or use method='sft')."
+        )
+    kd = config.kd
+    try:
+        KDLossConfig(
+            kind=kd.divergence,
+            alpha=kd.alpha,
+            temperature=kd.temperature,
+            scale_by_tau_sq=kd.scale_by_tau_sq,
+            beta=kd.beta,
+            skew=kd.skew,
+            reduction=kd.reduction,
+            teacher_top_k=kd.teacher_top_k,
+            teacher_noise_std=kd.teacher_noise_std,
+            vocab_size=kd.vocab_size or None,
+        )
+    except ValueError as e:
+        raise ConfigError(f"config.kd: {e}") from None
+    if kd.reduction == "sequence" and config.data.packing:
+        raise ConfigError(
+            "kd.reduction='sequence' averages per row, which packing mixes; set "
+            "--config.data.packing=False."
+        )
+    if kd.chunk_size < 1:
+        raise ConfigError(f"config.kd.chunk_size must be >= 1, got {kd.chunk_size}.")
+    try:
+        DataConfig.from_mapping(config.data)
+    except ValueError as e:
+        raise ConfigError(f"config.data: {e}") from None
+    if not config.data.train:
+        raise ConfigError("config.data.train is empty; point it to a JSONL/Parquet/TFDS path.")
+    if not config.data.tokenizer:
+        raise ConfigError("config.data.tokenizer is empty; point it to an HF tokenizer folder.")
+    try:
+        learning_rate_schedule(config.optim, max(config.train.num_steps, 1))
+        make_optimizer(config.optim, max(config.train.num_steps, 1))
+    except ValueError as e:
+        raise ConfigError(f"config.optim: {e}") from None
+    if config.optim.grad_accum < 1 or config.data.batch_size % config.optim.grad_accum:
+        raise ConfigError(
+            f"data.batch_size={config.data.batch_size} must be a positive multiple of "
+            f"optim.grad_accum={config.optim.grad_accum}."
+        )
+    tc = config.train
+    if tc.num_steps < 1:
+        raise ConfigError(f"config.train.num_steps must be >= 1, got {tc.num_steps}.")
+    for key in ("log_every", "checkpoint_every", "max_bad_steps"):
+        if tc[key] < 1:
+            raise ConfigError(f"config.train.{key} must be >= 1, got {tc[key]}.")
+    if workdir is not None and not _writable(Path(workdir)):
+        raise ConfigError(
+            f"Cannot write to workdir {workdir}; choose a directory you can write (--workdir)."
+        )

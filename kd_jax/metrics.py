@@ -1,0 +1,66 @@
+"""Run metrics: `WORKDIR/metrics.jsonl` (one JSON object per logged step) and TensorBoard.
+
+On resume the JSONL file is cut back to the restored step, so a preempted-and-resumed
+run leaves exactly the file an uninterrupted run would have written. TensorBoard event
+files come from tensorboardX (no TensorFlow). Only process 0 writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import jax
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def to_python(metrics: dict) -> dict:
+    """Device scalars -> JSON numbers (non-finite values as strings, which JSON lacks)."""
+    out = {}
+    for k, v in metrics.items():
+        v = np.asarray(v).item() if hasattr(v, "shape") or isinstance(v, np.generic) else v
+        if isinstance(v, float) and not math.isfinite(v):
+            v = str(v)
+        out[k] = v
+    return out
+
+
+def read_metrics(workdir: str | Path) -> list[dict]:
+    path = Path(workdir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+class MetricsWriter:
+    def __init__(self, workdir: str | Path, resume_step: int = 0, tensorboard: bool = True):
+        self.enabled = jax.process_index() == 0
+        self.path = Path(workdir) / METRICS_FILE
+        self._tb = None
+        if not self.enabled:
+            return
+        rows = [r for r in read_metrics(workdir) if r.get("step", 0) <= resume_step]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if tensorboard:
+            from tensorboardX import SummaryWriter
+
+            self._tb = SummaryWriter(str(Path(workdir) / "tensorboard"), purge_step=resume_step + 1)
+
+    def write(self, step: int, metrics: dict) -> dict:
+        row = {"step": int(step), **to_python(metrics)}
+        if not self.enabled:
+            return row
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, int | float):
+                    self._tb.add_scalar(k, v, step)
+        return row
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()

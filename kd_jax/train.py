@@ -1,0 +1,261 @@
+"""The training loop: config in, checkpoints and metrics out, resumable at any point.
+
+    final = kd_jax.train.run(config, workdir)
+
+Restore order: WORKDIR's latest checkpoint (resume) if any, else the student's
+`hf_path` / `workdir` / `preset` (init_from). Every run writes the resolved config to
+WORKDIR/config.json, metrics to WORKDIR/metrics.jsonl and TensorBoard, and checkpoints
+(kd_jax.checkpoint). SIGTERM (preemption) finishes the current step, saves, and returns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import signal
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+from ml_collections import ConfigDict
+from tqdm.auto import tqdm
+
+from kd_jax import sharding as shd
+from kd_jax import step as step_lib
+from kd_jax.checkpoint import Checkpointer
+from kd_jax.config_checks import ConfigError, validate
+from kd_jax.data import DataConfig, make_pipeline
+from kd_jax.metrics import MetricsWriter, to_python
+from kd_jax.optim import learning_rate_schedule, make_optimizer
+from kd_jax.state import ModelParts, build_model
+
+log = logging.getLogger("kd_jax.train")
+
+
+@dataclasses.dataclass
+class Run:
+    """Everything `run` builds before the loop; also used by eval, export and plan."""
+
+    config: ConfigDict
+    mesh: jax.sharding.Mesh
+    pipeline: object
+    student: ModelParts
+    teacher: ModelParts | None
+    loss_kw: dict
+    context: dict
+
+    @property
+    def context_shardings(self):
+        return jax.tree.map(lambda x: x.sharding, self.context)
+
+
+def setup(config: ConfigDict) -> Run:
+    """Mesh, data, student and teacher for a validated config."""
+    shd.initialize_distributed()
+    rules = tuple(tuple(r) for r in config.sharding_rules)
+    mesh = shd.make_mesh(dict(config.mesh))
+    batch_sharding = shd.batch_sharding(mesh, rules)
+    pipeline = make_pipeline(DataConfig.from_mapping(config.data), sharding=batch_sharding)
+    vocab = len(pipeline.tokenizer)
+    common = dict(vocab_size=vocab, mesh=mesh, rules=rules, seed=config.seed)
+    student = build_model(config.student, role="student", **common)
+    teacher = None
+    if config.method == "kd":
+        teacher = build_model(config.teacher, role="teacher", **common)
+    _check_vocab(config, vocab, student, teacher)
+    loss_kw = dict(
+        student=student,
+        teacher=teacher,
+        loss_cfg=loss_config(config),
+        chunk_size=config.kd.chunk_size,
+    )
+    context = {
+        "frozen": student.frozen,
+        "teacher": None if teacher is None else (teacher.trainable, teacher.frozen),
+    }
+    return Run(config, mesh, pipeline, student, teacher, loss_kw, context)
+
+
+def loss_config(config: ConfigDict):
+    from kd_jax.losses import KDLossConfig
+
+    kd = config.kd
+    if config.method == "sft":
+        return KDLossConfig(kind="fkl", alpha=0.0, reduction=kd.reduction)
+    return KDLossConfig(
+        kind=kd.divergence,
+        alpha=kd.alpha,
+        temperature=kd.temperature,
+        scale_by_tau_sq=kd.scale_by_tau_sq,
+        beta=kd.beta,
+        skew=kd.skew,
+        reduction=kd.reduction,
+        teacher_top_k=kd.teacher_top_k,
+        teacher_noise_std=kd.teacher_noise_std,
+        vocab_size=kd.vocab_size or None,
+    )
+
+
+def _check_vocab(config, tokenizer_vocab, student, teacher) -> None:
+    sv = student.cfg.vocab_size
+    if tokenizer_vocab > sv:
+        raise ConfigError(
+            f"The tokenizer has {tokenizer_vocab} tokens but the student's vocabulary is {sv}; "
+            "use the student's own tokenizer (data.tokenizer)."
+        )
+    if teacher is None or teacher.cfg.vocab_size == sv or config.kd.vocab_size:
+        return
+    raise ConfigError(
+        f"Teacher vocabulary ({teacher.cfg.vocab_size}) differs from the student's ({sv}); if "
+        f"they share a tokenizer and differ only by padding rows, set "
+        f"--config.kd.vocab_size={tokenizer_vocab} (the tokenizer's size)."
+    )
+
+
+def _state_shardings(abstract_state, params, mesh):
+    """Optimizer-state leaves inherit the sharding of the parameter whose path they end
+    with (Adam's mu and nu mirror the params); everything else is replicated."""
+    by_path = {
+        tuple(str(k) for k in path): p for path, p in jax.tree_util.tree_leaves_with_path(params)
+    }
+    repl = shd.replicated(mesh)
+
+    def pick(path, leaf):
+        keys = tuple(str(k) for k in path)
+        for i in range(len(keys)):
+            param = by_path.get(keys[i:])
+            if param is not None and param.shape == leaf.shape:
+                return param.sharding
+        return repl
+
+    return jax.tree_util.tree_map_with_path(pick, abstract_state)
+
+
+def _install_sigterm():
+    flag = {"stop": False}
+
+    def handler(signum, frame):
+        log.warning("SIGTERM: saving a checkpoint after this step and stopping.")
+        flag["stop"] = True
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    return flag, previous
+
+
+def evaluate_loss(eval_step, params, batches, context, limit: int = 0) -> dict:
+    """Mean validation CE / divergence / loss over (at most `limit`) validation batches."""
+    from kd_jax.losses import reduce_terms
+
+    sums = None
+    for i, batch in enumerate(batches):
+        if limit and i >= limit:
+            break
+        terms = eval_step(params, batch, context)
+        sums = terms if sums is None else jax.tree.map(jnp.add, sums, terms)
+    if sums is None:
+        return {}
+    return {f"eval_{k}": v for k, v in reduce_terms(sums).items() if k != "num_tokens"}
+
+
+def run(config: ConfigDict, workdir: str | Path) -> dict:
+    """Trains (or resumes) the run of `config` in `workdir`; returns the final metrics."""
+    validate(config, workdir)
+    workdir = Path(workdir)
+    r = setup(config)
+    tc = config.train
+    num_steps = tc.num_steps
+    schedule = learning_rate_schedule(config.optim, num_steps)
+    optimizer = make_optimizer(config.optim, num_steps)
+    batch_sh = shd.batch_sharding(r.mesh, tuple(tuple(x) for x in config.sharding_rules))
+    batch_shardings = {k: batch_sh for k in step_lib.BATCH_KEYS}
+    param_shardings = jax.tree.map(lambda x: x.sharding, r.student.trainable)
+    abstract = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer), r.student.trainable)
+    state_sh = _state_shardings(abstract, r.student.trainable, r.mesh)
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt = Checkpointer(
+        workdir, keep_last=tc.keep_last, keep_best=tc.keep_best, async_save=tc.async_checkpointing
+    )
+    iterator = r.pipeline.train_iterator()
+    start = ckpt.latest_step()
+    if start is not None:
+        target = jax.tree.map(
+            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh
+        )
+        state, data_state, _ = ckpt.restore(target)
+        iterator.set_state(data_state)
+        log.info("Resumed %s at step %d.", workdir, start)
+    else:
+        start = 0
+        state = jax.jit(lambda p: step_lib.init_state(p, optimizer), out_shardings=state_sh)(
+            r.student.trainable
+        )
+    if jax.process_index() == 0:
+        resolved = ConfigDict(config.to_dict())
+        resolved.resolved_vocab_size = r.student.cfg.vocab_size
+        (workdir / "config.json").write_text(resolved.to_json_best_effort(indent=2) + "\n")
+        (workdir / "data_info.json").write_text(json.dumps(r.pipeline.info, indent=2) + "\n")
+
+    train_step = step_lib.make_train_step(
+        state_shardings=state_sh,
+        batch_shardings=batch_shardings,
+        context_shardings=r.context_shardings,
+        optimizer=optimizer,
+        schedule=schedule,
+        grad_accum=config.optim.grad_accum,
+        **r.loss_kw,
+    )
+    eval_step = step_lib.make_eval_step(
+        param_shardings=param_shardings,
+        batch_shardings=batch_shardings,
+        context_shardings=r.context_shardings,
+        **r.loss_kw,
+    )
+    val_batches = r.pipeline.validation_batches() if tc.eval_every else []
+    writer = MetricsWriter(workdir, resume_step=start)
+    rng = jax.random.key(config.seed)
+    stop, previous_handler = _install_sigterm()
+    last: dict = {}
+    status = "completed"
+
+    def save(step, metrics=None, force=False):
+        ckpt.save(step, state, iterator.get_state(), {"step": step}, force=force)
+        if metrics and "eval_ce" in metrics:
+            ckpt.save_best(step, state, iterator.get_state(), {"step": step}, metrics["eval_ce"])
+
+    bar = tqdm(total=num_steps, initial=start, disable=not tc.progress_bar, desc="train")
+    try:
+        for step in range(start + 1, num_steps + 1):
+            batch = next(iterator)
+            state, metrics = train_step(state, batch, rng, r.context)
+            row = {}
+            if step % tc.log_every == 0 or step == num_steps:
+                row = to_python(metrics)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if val_batches and (step % tc.eval_every == 0 or step == num_steps):
+                row.update(to_python(evaluate_loss(
+                    eval_step, state["params"], val_batches, r.context, tc.eval_batches
+                )))  # fmt: skip
+            if row:
+                last = writer.write(step, row)
+            bar.update(1)
+            if int(metrics["bad_steps"]) >= tc.max_bad_steps:
+                status = "diverged"
+                log.error(
+                    "%d consecutive non-finite steps; stopping with the last good checkpoint.",
+                    tc.max_bad_steps,
+                )
+                break
+            if step % tc.checkpoint_every == 0 or step == num_steps or stop["stop"]:
+                save(step, row, force=stop["stop"])
+            if stop["stop"]:
+                status = "preempted"
+                break
+    finally:
+        bar.close()
+        ckpt.close()
+        writer.close()
+        signal.signal(signal.SIGTERM, previous_handler)
+    last["status"] = status
+    return last

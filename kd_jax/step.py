@@ -6,8 +6,9 @@
 student's trainable parameters only (all weights, or the LoRA adapters), so only they are
 differentiated. `context` = {"frozen": the student's other weights (the base under LoRA),
 "teacher": the teacher's weights or None}: arrays the step reads but never updates,
-passed as arguments so that they are not baked into the program as constants. The teacher runs inside the same jit under `stop_gradient`; with no
-teacher (SFT) the loss is cross-entropy alone. A batch is split into `grad_accum`
+passed as arguments so that they are not baked into the program as constants. The
+teacher runs inside the same jit under `stop_gradient`; with no teacher (SFT) the loss
+is cross-entropy alone. A batch is split into `grad_accum`
 micro-batches scanned in sequence; their loss sums are divided once by the count of the
 whole batch, so accumulation changes memory, never the loss.
 

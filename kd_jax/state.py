@@ -98,8 +98,10 @@ def build_model(
         run = read_run_config(mc.workdir)
         src = run.student
         src_vocab = run.get("resolved_vocab_size") or vocab_size
+        if src.workdir and Path(src.workdir).absolute() == Path(mc.workdir).absolute():
+            raise ModelSourceError(f"{mc.workdir}: its student.workdir points to itself.")
         parts = build_model(
-            ConfigDict({**src.to_dict(), "workdir": "", **common}),
+            ConfigDict({**src.to_dict(), "workdir": src.workdir, **common}),
             role=role,
             vocab_size=src_vocab,
             mesh=mesh,

@@ -135,7 +135,7 @@ def train_step(
     (grads, sums), _ = jax.lax.scan(accumulate, (zeros, sums0), (micro, rngs))
 
     metrics = losses.reduce_terms(sums)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     ok = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
     updates, new_opt = optimizer.update(grads, state["opt_state"], state["params"])
     new_params = optax.apply_updates(state["params"], updates)

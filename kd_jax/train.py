@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
+from kd_jax import builtin
 from kd_jax import sharding as shd
 from kd_jax import step as step_lib
 from kd_jax.checkpoint import Checkpointer
@@ -56,7 +57,10 @@ def setup(config: ConfigDict) -> Run:
     rules = tuple(tuple(r) for r in config.sharding_rules)
     mesh = shd.make_mesh(dict(config.mesh))
     batch_sharding = shd.batch_sharding(mesh, rules)
-    pipeline = make_pipeline(DataConfig.from_mapping(config.data), sharding=batch_sharding)
+    data = config.data.to_dict()
+    for key in ("train", "validation", "tokenizer"):
+        data[key] = builtin.resolve(data[key])
+    pipeline = make_pipeline(DataConfig.from_mapping(data), sharding=batch_sharding)
     vocab = len(pipeline.tokenizer)
     common = dict(vocab_size=vocab, mesh=mesh, rules=rules, seed=config.seed)
     student = build_model(config.student, role="student", **common)

@@ -18,3 +18,43 @@ def devices():
     devs = jax.devices()
     assert len(devs) == 8, "tests expect 8 simulated CPU devices"
     return devs
+
+
+@pytest.fixture(scope="session")
+def builtin_dir(tmp_path_factory):
+    """The built-in data and tokenizer, generated once per test session."""
+    from kd_jax import builtin
+
+    path = tmp_path_factory.mktemp("builtin")
+    os.environ["KD_JAX_BUILTIN_DIR"] = str(path / "b")
+    builtin.ensure()
+    return path / "b"
+
+
+@pytest.fixture
+def tiny_config(builtin_dir):
+    """A seconds-long run on built-in data: 8-row batches, 48 tokens, tiny models."""
+    from configs import quickstart
+
+    def make(arg="sft"):
+        c = quickstart.get_config(arg)
+        c.student.preset = "tiny-student-xs"
+        if arg == "kd":
+            c.teacher.preset = "tiny-student"
+        c.data.max_length = 48
+        c.data.batch_size = 8
+        c.data.validation = ""
+        c.data.validation_size = 16
+        c.data.train = "builtin:chat/arith/human"
+        c.train.num_steps = 6
+        c.train.log_every = 1
+        c.train.eval_every = 3
+        c.train.eval_batches = 1
+        c.train.checkpoint_every = 3
+        c.train.progress_bar = False
+        c.train.async_checkpointing = False
+        c.kd.chunk_size = 128
+        c.optim.warmup_steps = 0
+        return c
+
+    return make

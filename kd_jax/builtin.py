@@ -1,0 +1,70 @@
+"""`builtin:` paths: the built-in data and tokenizer, generated once and cached on disk.
+
+Configs for CPU runs name `data.train = "builtin:chat/arith/train"` and
+`data.tokenizer = "builtin:tokenizer"`; these resolve to files under
+$KD_JAX_BUILTIN_DIR (default ~/.cache/kd_jax/builtin-v1), which the first use writes
+(about 10 s; written to a temporary folder and renamed, so concurrent runs are safe).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+PREFIX = "builtin:"
+VERSION = "v1"
+
+
+def root() -> Path:
+    default = Path.home() / ".cache" / "kd_jax" / f"builtin-{VERSION}"
+    return Path(os.environ.get("KD_JAX_BUILTIN_DIR", default))
+
+
+def ensure() -> Path:
+    """The built-in folder (data/ and tokenizer/), generating it on first use."""
+    from kd_jax.data import build_tokenizer, write_builtin_data
+
+    target = root()
+    if (target / "tokenizer" / "tokenizer.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".builtin-", dir=target.parent))
+    try:
+        write_builtin_data(str(tmp / "data"), seed=0)
+        build_tokenizer(str(tmp / "tokenizer"), seed=0)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first
+            if not (target / "tokenizer" / "tokenizer.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve(path: str) -> str:
+    """`builtin:chat/arith/train` -> .../data/chat/arith/train.jsonl; others unchanged.
+
+    Comma-separated lists resolve element by element."""
+    if not isinstance(path, str) or PREFIX not in path:
+        return path
+    parts = []
+    for p in path.split(","):
+        p = p.strip()
+        if not p.startswith(PREFIX):
+            parts.append(p)
+            continue
+        name = p[len(PREFIX) :]
+        base = ensure()
+        if name == "tokenizer":
+            parts.append(str(base / "tokenizer"))
+        else:
+            file = base / "data" / (name if name.endswith(".jsonl") else name + ".jsonl")
+            if not file.exists():
+                raise FileNotFoundError(
+                    f"{p} is not a built-in data file; see {base / 'data' / 'manifest.json'}."
+                )
+            parts.append(str(file))
+    return ",".join(parts)

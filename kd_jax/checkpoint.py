@@ -34,7 +34,8 @@ def _group(state: dict) -> dict:
 
 def _ungroup(items: dict) -> dict:
     items = dict(items)
-    return {**items, **items.pop("counters", {})}
+    counters = items.pop("counters", {})
+    return {**items, **counters}
 
 
 class Checkpointer:

@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+from pathlib import Path
 
 USAGE = __doc__.split("\n\n")[1]
 
@@ -123,8 +125,17 @@ COMMANDS = {
 }
 
 
+def _environment() -> None:
+    """No hub look-ups at run time; a persistent XLA cache so restarts skip compiles."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault(
+        "JAX_COMPILATION_CACHE_DIR", str(Path.home() / ".cache" / "kd_jax" / "xla")
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    _environment()
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
         print(USAGE)
         return 0 if not argv or argv[0] in ("-h", "--help") else 2

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-
 from kd_jax import step as step_lib
 from kd_jax import train
 from kd_jax.optim import learning_rate_schedule, make_optimizer

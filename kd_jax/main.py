@@ -5,6 +5,12 @@
     kd-jax export --workdir DIR --out HF_DIR [--checkpoint best]
     kd-jax generate --model (HF_DIR | WORKDIR) --prompts FILE --out FILE.jsonl
     kd-jax data --out DIR            (write the built-in data and tokenizer)
+    kd-jax eval --workdir DIR --tasks TASKS
+    kd-jax report RUN_DIRS... --out DIR
+    kd-jax sweep --config FILE --workdir DIR [--print-commands]
+    kd-jax plan --config FILE --devices N
+    kd-jax cache-teacher --config FILE --out DIR
+    kd-jax synthesize --model DIR --examples FILE --out FILE.jsonl
 
 Mistakes a user can make (a bad path, config value or data line) end with one line
 `kd-jax: error: ...` naming the problem and the fix, and exit status 2.
@@ -13,6 +19,7 @@ Mistakes a user can make (a bad path, config value or data line) end with one li
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import logging
 import os
@@ -122,7 +129,22 @@ COMMANDS = {
     "export": cmd_export,
     "generate": cmd_generate,
     "data": cmd_data,
+    # Commands whose parser lives beside their library code: "module:function(argv)".
+    "eval": "kd_jax.evaluation.cli:main",
+    "report": "kd_jax.report.cli:main",
+    "sweep": "kd_jax.sweep:main",
+    "plan": "kd_jax.plan:main",
+    "cache-teacher": "kd_jax.teacher_cache:main",
+    "synthesize": "kd_jax.synthesize:main",
 }
+
+
+def _command(name: str):
+    target = COMMANDS[name]
+    if callable(target):
+        return target
+    module, _, func = target.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 def _environment() -> None:
@@ -143,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorboardX"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return COMMANDS[argv[0]](argv[1:])
+        return _command(argv[0])(argv[1:])
     except _user_errors() as e:
         print(f"kd-jax: error: {e}", file=sys.stderr)
         return 2

@@ -63,7 +63,7 @@ def get_config() -> ConfigDict:
             batch_size=8,  # global rows per optimizer step
             skip_bad_lines=False,
             num_threads=2,
-            prefetch=256,
+            prefetch_batches=2,
             num_workers=0,
         )
     )
@@ -83,6 +83,18 @@ def get_config() -> ConfigDict:
             teacher_noise_std=0.0,  # Study B's logit-noise ablation
             vocab_size=0,  # >0: cut both vocabularies to this size (padding rows)
             chunk_size=2048,  # tokens per loss chunk (memory vs speed)
+        )
+    )
+
+    # On-policy distillation (GKD): with probability lambda_ a batch's responses are
+    # replaced by the current student's samples, which teacher and student then score.
+    c.gkd = ConfigDict(
+        dict(
+            lambda_=0.0,  # fraction of on-policy batches; 0 = off-policy only
+            temperature=1.0,  # sampling temperature (0 = greedy)
+            top_k=0,
+            top_p=1.0,
+            max_new_tokens=128,
         )
     )
 

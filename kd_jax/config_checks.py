@@ -84,6 +84,21 @@ def validate(config: ConfigDict, workdir: str | Path | None) -> None:
             f"data.batch_size={config.data.batch_size} must be a positive multiple of "
             f"optim.grad_accum={config.optim.grad_accum}."
         )
+    gkd = config.gkd
+    if not 0.0 <= gkd.lambda_ <= 1.0:
+        raise ConfigError(f"config.gkd.lambda_ must be in [0, 1], got {gkd.lambda_}.")
+    if gkd.lambda_ > 0:
+        if config.method != "kd":
+            raise ConfigError("config.gkd.lambda_ > 0 needs method='kd' and a teacher.")
+        if config.data.packing or config.data.train_on_inputs:
+            raise ConfigError(
+                "On-policy batches (gkd.lambda_ > 0) need one example per row with supervised "
+                "responses; set --config.data.packing=False --config.data.train_on_inputs=False."
+            )
+        if gkd.max_new_tokens < 1 or gkd.temperature < 0 or not 0 < gkd.top_p <= 1:
+            raise ConfigError(
+                "config.gkd needs max_new_tokens >= 1, temperature >= 0 and 0 < top_p <= 1."
+            )
     tc = config.train
     if tc.num_steps < 1:
         raise ConfigError(f"config.train.num_steps must be >= 1, got {tc.num_steps}.")

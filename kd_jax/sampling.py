@@ -59,7 +59,8 @@ def sample_token(logits_BxV: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> 
     return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
 
 
-def _generate(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: SamplingConfig):
+def generate_tokens(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: SamplingConfig):
+    """Un-jitted `generate`, to call inside another jitted function."""
     b, p = prompts_BxP.shape
     n = cfg.max_new_tokens
     mask = prompt_mask_BxP.astype(jnp.int32)
@@ -86,7 +87,7 @@ def _generate(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: SamplingCo
     return tokens_BxN, lengths
 
 
-generate = nnx.jit(_generate, static_argnames=("cfg",))
+generate = nnx.jit(generate_tokens, static_argnames=("cfg",))
 generate.__doc__ = """tokens [B, N] and lengths [B] sampled after left-padded prompts [B, P]."""
 
 

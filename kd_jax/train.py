@@ -28,7 +28,9 @@ from kd_jax.checkpoint import Checkpointer
 from kd_jax.config_checks import ConfigError, validate
 from kd_jax.data import DataConfig, make_pipeline
 from kd_jax.metrics import MetricsWriter, to_python
+from kd_jax.onpolicy import make_onpolicy_fn, use_onpolicy
 from kd_jax.optim import learning_rate_schedule, make_optimizer
+from kd_jax.sampling import SamplingConfig
 from kd_jax.state import ModelParts, build_model
 
 log = logging.getLogger("kd_jax.train")
@@ -136,6 +138,23 @@ def _state_shardings(abstract_state, params, mesh):
     return jax.tree_util.tree_map_with_path(pick, abstract_state)
 
 
+def make_onpolicy(config: ConfigDict, r: Run, batch_shardings):
+    """The jitted on-policy batch builder when `gkd.lambda_ > 0`, else None."""
+    if config.gkd.lambda_ <= 0:
+        return None
+    g = config.gkd
+    tok = r.pipeline.tokenizer
+    cfg = SamplingConfig(
+        max_new_tokens=g.max_new_tokens,
+        temperature=g.temperature,
+        top_k=g.top_k,
+        top_p=g.top_p,
+        stop_tokens=(tok.eos_token_id,) if tok.eos_token_id is not None else (),
+        pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
+    )
+    return make_onpolicy_fn(r.student, cfg, batch_shardings)
+
+
 def _install_sigterm():
     flag = {"stop": False}
 
@@ -216,6 +235,8 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         context_shardings=r.context_shardings,
         **r.loss_kw,
     )
+    onpolicy_fn = make_onpolicy(config, r, batch_shardings)
+    gkd_key = jax.random.key(config.seed + 1)
     val_batches = r.pipeline.validation_batches() if tc.eval_every else []
     writer = MetricsWriter(workdir, resume_step=start)
     rng = jax.random.key(config.seed)
@@ -232,7 +253,12 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
     try:
         for step in range(start + 1, num_steps + 1):
             batch = next(iterator)
+            onpolicy = use_onpolicy(config.gkd.lambda_, config.seed, step)
+            if onpolicy:
+                batch = onpolicy_fn(state["params"], r.context["frozen"], batch,
+                                    jax.random.fold_in(gkd_key, step))  # fmt: skip
             state, metrics = train_step(state, batch, rng, r.context)
+            metrics = {**metrics, "onpolicy": int(onpolicy)}
             row = {}
             if step % tc.log_every == 0 or step == num_steps:
                 row = to_python(metrics)

@@ -1,0 +1,118 @@
+"""KD step overhead: time(KD step) / (time(SFT step) + time(teacher forward)).
+
+Everything is measured in one run on the same shapes: the SFT step (student forward,
+backward and update), the teacher's forward alone (hidden states and logits), and the
+KD step that does both plus the divergence. A ratio near 1 means fusing the teacher into
+the step costs nothing beyond the two parts; the target is <= 1.05.
+
+    python benchmarks/step_overhead.py [--student tiny-student --teacher tiny-teacher]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+
+from configs import base
+from kd_jax import losses
+from kd_jax import sharding as shd
+from kd_jax import step as step_lib
+from kd_jax.optim import learning_rate_schedule, make_optimizer
+from kd_jax.state import build_model
+
+
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median wall time of each warm `fn()`, timed in alternation so that load from
+    other processes falls on all of them alike."""
+    for fn in fns.values():
+        jax.block_until_ready(fn())
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            times[name].append(time.perf_counter() - t0)
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def random_batch(b: int, t: int, vocab: int, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, vocab, (b, t + 1)).astype(np.int32)
+    return {
+        "inputs": jnp.asarray(tokens[:, :-1]),
+        "targets": jnp.asarray(tokens[:, 1:]),
+        "loss_mask": jnp.ones((b, t), jnp.float32),
+        "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)),
+        "segment_ids": jnp.ones((b, t), jnp.int32),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--student", default="tiny-student")
+    p.add_argument("--teacher", default="tiny-teacher")
+    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--length", type=int, default=256)
+    p.add_argument("--repeats", type=int, default=9)
+    args = p.parse_args()
+
+    mesh = shd.make_mesh({"data": -1})
+    common = dict(role="x", vocab_size=args.vocab, mesh=mesh)
+    student_mc, teacher_mc = base.model_config(), base.model_config()
+    student_mc.preset, teacher_mc.preset = args.student, args.teacher
+    student = build_model(student_mc, **common)
+    teacher = build_model(teacher_mc, **{**common, "seed": 1})
+    batch = random_batch(args.batch, args.length, args.vocab)
+    optim = ConfigDict(base.get_config().optim.to_dict())
+    opt = make_optimizer(optim, 100)
+    sched = learning_rate_schedule(optim, 100)
+    state = step_lib.init_state(student.trainable, opt)
+    context = {"frozen": student.frozen, "teacher": (teacher.trainable, teacher.frozen)}
+    chunk = 2048
+
+    def make(teacher_parts, cfg):
+        return jax.jit(functools.partial(
+            step_lib.train_step, optimizer=opt, schedule=sched, grad_accum=1,
+            student=student, teacher=teacher_parts, loss_cfg=cfg, chunk_size=chunk,
+        ))  # fmt: skip
+
+    sft = make(None, losses.KDLossConfig(alpha=0.0))
+    kd = make(teacher, losses.KDLossConfig(kind="fkl", alpha=0.5, temperature=2.0))
+
+    @jax.jit
+    def teacher_forward(params, frozen, batch):
+        model = teacher.merge(params, frozen)
+        h = model.hidden(batch["inputs"], batch["positions"], batch["segment_ids"])
+        return model.logits(h)
+
+    rng = jax.random.key(0)
+    t = interleaved_medians(
+        {
+            "sft": lambda: sft(state, batch, rng, {**context, "teacher": None}),
+            "teacher": lambda: teacher_forward(teacher.trainable, teacher.frozen, batch),
+            "kd": lambda: kd(state, batch, rng, context),
+        },
+        args.repeats,
+    )
+    t_sft, t_teacher, t_kd = t["sft"], t["teacher"], t["kd"]
+    tokens = args.batch * args.length
+    print(
+        f"shapes: batch {args.batch} x {args.length}, vocab {args.vocab}, student "
+        f"{args.student}, teacher {args.teacher}, {jax.device_count()} device(s)"
+    )
+    print(f"SFT step        {t_sft * 1e3:8.1f} ms  ({tokens / t_sft:,.0f} tokens/s)")
+    print(f"teacher forward {t_teacher * 1e3:8.1f} ms")
+    print(f"KD step         {t_kd * 1e3:8.1f} ms  ({tokens / t_kd:,.0f} tokens/s)")
+    ratio = t_kd / (t_sft + t_teacher)
+    print(f"ratio KD / (SFT + teacher forward) = {ratio:.3f}  (target <= 1.05)")
+
+
+if __name__ == "__main__":
+    main()

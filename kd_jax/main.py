@@ -50,7 +50,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def parse_config(argv: list[str]):
+def parse_config(argv: list[str], require_workdir: bool = True):
     """(config, workdir) from `--config FILE[:arg] --config.k=v --workdir DIR` flags."""
     from absl import flags
     from ml_collections import config_flags
@@ -64,7 +64,7 @@ def parse_config(argv: list[str]):
         raise SystemExit(f"kd-jax: error: {e}") from None
     if fv.config is None:
         raise SystemExit("kd-jax: error: --config is required, e.g. --config configs/quickstart.py")
-    if not fv.workdir:
+    if require_workdir and not fv.workdir:
         raise SystemExit("kd-jax: error: --workdir is required (the run's directory).")
     return fv.config, fv.workdir
 

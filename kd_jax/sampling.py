@@ -9,6 +9,7 @@ bucketing prompt lengths so that a whole evaluation compiles only a few programs
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -87,8 +88,22 @@ def generate_tokens(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: Samp
     return tokens_BxN, lengths
 
 
-generate = nnx.jit(generate_tokens, static_argnames=("cfg",))
-generate.__doc__ = """tokens [B, N] and lengths [B] sampled after left-padded prompts [B, P]."""
+@functools.lru_cache(maxsize=32)
+def _jitted(graphdef, cfg: SamplingConfig):
+    def run(state, prompts_BxP, prompt_mask_BxP, rng):
+        model = nnx.merge(graphdef, state)
+        return generate_tokens(model, prompts_BxP, prompt_mask_BxP, rng, cfg)
+
+    return jax.jit(run)
+
+
+def generate(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: SamplingConfig):
+    """tokens [B, N] and lengths [B] sampled after left-padded prompts [B, P].
+
+    One compiled program per (model structure, config, shapes); the module is split into
+    plain arrays first, which costs far less per call than tracing it through nnx.jit."""
+    graphdef, state = nnx.split(model)
+    return _jitted(graphdef, cfg)(state, prompts_BxP, prompt_mask_BxP, rng)
 
 
 def left_pad(rows: list[list[int]], pad_id: int, multiple: int = 16):

@@ -198,21 +198,26 @@ class Decoder(nnx.Module):
                 layer_state, rng = layer
                 return nnx.merge(graphdef, layer_state)(x, positions, mask_BxTxS, rng), None
 
-            xs = (stacked, layer_rngs)
-        else:
-
-            def body(x, layer):
-                layer_state, rng, k, v = layer
-                block = nnx.merge(graphdef, layer_state)
-                return block(x, positions, mask_BxTxS, rng, cache=(k, v, cache["index"]))
-
-            xs = (stacked, layer_rngs, cache["k"], cache["v"])
-        if self.cfg.remat_policy != "none":
-            body = jax.checkpoint(body, policy=_REMAT[self.cfg.remat_policy], prevent_cse=False)
-        x, new_kv = jax.lax.scan(body, x, xs)
-        if cache is None:
+            if self.cfg.remat_policy != "none":
+                body = jax.checkpoint(body, policy=_REMAT[self.cfg.remat_policy], prevent_cse=False)
+            x, _ = jax.lax.scan(body, x, (stacked, layer_rngs))
             return self.final_norm(x)
-        cache.update(k=new_kv[0], v=new_kv[1], index=cache["index"] + t)
+
+        # Decoding: the whole cache rides in the scan carry and each layer updates its
+        # slice in place, so a step writes T new entries instead of copying the cache.
+        def cached_body(carry, layer):
+            x, k_all, v_all, i = carry
+            layer_state, rng = layer
+            block = nnx.merge(graphdef, layer_state)
+            x, (k, v) = block(x, positions, mask_BxTxS, rng, cache=(k_all[i], v_all[i],
+                                                                     cache["index"]))  # fmt: skip
+            k_all = jax.lax.dynamic_update_index_in_dim(k_all, k, i, axis=0)
+            v_all = jax.lax.dynamic_update_index_in_dim(v_all, v, i, axis=0)
+            return (x, k_all, v_all, i + 1), None
+
+        init = (x, cache["k"], cache["v"], jnp.zeros((), jnp.int32))
+        (x, k_all, v_all, _), _ = jax.lax.scan(cached_body, init, (stacked, layer_rngs))
+        cache.update(k=k_all, v=v_all, index=cache["index"] + t)
         return self.final_norm(x), cache
 
     def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:

@@ -83,6 +83,10 @@ def get_config() -> ConfigDict:
             teacher_noise_std=0.0,  # Study B's logit-noise ablation
             vocab_size=0,  # >0: cut both vocabularies to this size (padding rows)
             chunk_size=256,  # tokens per loss chunk: <= 256 keeps it under 10% of dense memory
+            # A `kd-jax cache-teacher` folder: read the teacher's top-k from it instead of
+            # running the teacher (needs data.packing=False; the teacher section still
+            # names the teacher, to check that the cache belongs to it).
+            teacher_cache="",
         )
     )
 

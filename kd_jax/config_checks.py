@@ -64,6 +64,18 @@ def validate(config: ConfigDict, workdir: str | Path | None) -> None:
             "kd.reduction='sequence' averages per row, which packing mixes; set "
             "--config.data.packing=False."
         )
+    if kd.teacher_cache:
+        if config.method != "kd":
+            raise ConfigError("config.kd.teacher_cache is set but method is not 'kd'.")
+        if config.data.packing:
+            raise ConfigError(
+                "A teacher cache supplies one example per row; set --config.data.packing=False."
+            )
+        if kd.teacher_top_k or kd.teacher_noise_std:
+            raise ConfigError(
+                "kd.teacher_top_k and kd.teacher_noise_std do not apply to a teacher cache "
+                "(its top-k is fixed when it is built); set them to 0."
+            )
     if kd.chunk_size < 1:
         raise ConfigError(f"config.kd.chunk_size must be >= 1, got {kd.chunk_size}.")
     try:

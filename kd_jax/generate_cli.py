@@ -11,7 +11,7 @@ import argparse
 import json
 from pathlib import Path
 
-from kd_jax.data import load_tokenizer
+from kd_jax.data import DataError, load_tokenizer
 from kd_jax.models_from_runs import load_trained
 from kd_jax.sampling import SamplingConfig, generate_text
 
@@ -30,7 +30,9 @@ def read_prompts(path: str | Path, tokenizer) -> list[str]:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove the line.")
+            raise DataError(
+                f"{path}:{n}: not valid JSON ({e.msg}); fix or remove the line."
+            ) from None
         if "messages" in rec:
             msgs = [m for m in rec["messages"] if m["role"] != "assistant"]
             prompts.append(
@@ -39,7 +41,7 @@ def read_prompts(path: str | Path, tokenizer) -> list[str]:
         elif "prompt" in rec:
             prompts.append(rec["prompt"])
         else:
-            raise ValueError(f"{path}:{n}: needs a 'prompt' or 'messages' field.")
+            raise DataError(f"{path}:{n}: needs a 'prompt' or 'messages' field.")
     return prompts
 
 

@@ -229,6 +229,7 @@ def build(config: ConfigDict, out: str | Path, *, k: int = 64, value_dtype: str 
         raise CacheError(f"value_dtype must be float16 or float32, got {value_dtype!r}.")
     config = ConfigDict(config.to_dict())
     config.method = "kd"
+    config.kd.teacher_cache = ""
     r = setup(config)
     pipe, teacher = r.pipeline, r.teacher
     key = cache_key(config, pipe)

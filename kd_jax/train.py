@@ -27,6 +27,7 @@ from kd_jax import step as step_lib
 from kd_jax.checkpoint import Checkpointer
 from kd_jax.config_checks import ConfigError, validate
 from kd_jax.data import DataConfig, make_pipeline
+from kd_jax.data.packing import TOPK_KEYS
 from kd_jax.metrics import MetricsWriter, to_python
 from kd_jax.onpolicy import make_onpolicy_fn, use_onpolicy
 from kd_jax.optim import learning_rate_schedule, make_optimizer
@@ -67,7 +68,9 @@ def setup(config: ConfigDict) -> Run:
     common = dict(vocab_size=vocab, mesh=mesh, rules=rules, seed=config.seed)
     student = build_model(config.student, role="student", **common)
     teacher = None
-    if config.method == "kd":
+    if config.kd.teacher_cache:
+        _attach_teacher_cache(config, pipeline, student)
+    elif config.method == "kd":
         teacher = build_model(config.teacher, role="teacher", **common)
     _check_vocab(config, vocab, student, teacher)
     loss_kw = dict(
@@ -101,6 +104,20 @@ def loss_config(config: ConfigDict):
         teacher_noise_std=kd.teacher_noise_std,
         vocab_size=kd.vocab_size or None,
     )
+
+
+def _attach_teacher_cache(config: ConfigDict, pipeline, student: ModelParts) -> None:
+    """Training reads the teacher's top-k from `kd.teacher_cache` instead of running it."""
+    from kd_jax.teacher_cache import TeacherCache, cache_key
+
+    cache = TeacherCache(builtin.resolve(config.kd.teacher_cache), cache_key(config, pipeline))
+    cache_vocab = cache.meta["vocab_size"]
+    if cache_vocab != student.cfg.vocab_size and not config.kd.vocab_size:
+        raise ConfigError(
+            f"The teacher cache's vocabulary ({cache_vocab}) differs from the student's "
+            f"({student.cfg.vocab_size}); set --config.kd.vocab_size to the tokenizer's size."
+        )
+    pipeline.teacher_cache = cache
 
 
 def _check_vocab(config, tokenizer_vocab, student, teacher) -> None:
@@ -191,7 +208,8 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
     schedule = learning_rate_schedule(config.optim, num_steps)
     optimizer = make_optimizer(config.optim, num_steps)
     batch_sh = shd.batch_sharding(r.mesh, tuple(tuple(x) for x in config.sharding_rules))
-    batch_shardings = {k: batch_sh for k in step_lib.BATCH_KEYS}
+    keys = step_lib.BATCH_KEYS + (TOPK_KEYS if config.kd.teacher_cache else ())
+    batch_shardings = {k: batch_sh for k in keys}
     param_shardings = jax.tree.map(lambda x: x.sharding, r.student.trainable)
     abstract = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer), r.student.trainable)
     state_sh = _state_shardings(abstract, r.student.trainable, r.mesh)

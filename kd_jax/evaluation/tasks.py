@@ -277,11 +277,41 @@ for _name, _dir, _prefix, _k in _COMMONSENSE:
     )  # fmt: skip
 
 # The built-in CPU tasks (kd_jax.data.builtin): "The answer is X ." read back by its own
-# extractor; the cipher family is translation, so it also reports chrF.
+# extractor; the cipher family is translation, so it also reports chrF. The `_alpaca`
+# twins read the same test questions in Alpaca format and ask with Study B's prompt, for
+# the CPU variants of Study B's configs (trained on Alpaca records).
 for _family in builtin.FAMILIES:
+    _metrics = ("accuracy", "chrf") if _family == "cipher" else ("accuracy",)
     register(
         Task(_family, "builtin", f"chat/{_family}/test.jsonl", load=load_jsonl, prompt=chat_prompt,
              response=CHAT_RESPONSES, extract={"faithful": builtin.extract_answer},
-             correct=ex.text_correct,
-             metrics=("accuracy", "chrf") if _family == "cipher" else ("accuracy",)),
+             correct=ex.text_correct, metrics=_metrics),
+    )  # fmt: skip
+    register(
+        Task(f"{_family}_alpaca", "builtin_alpaca", f"alpaca/{_family}/test.jsonl",
+             load=load_jsonl, extract={"faithful": builtin.extract_answer},
+             correct=ex.text_correct, metrics=_metrics),
+    )  # fmt: skip
+
+
+# Study A's low-resource domains, read from chat JSONL files that hold the conversation
+# up to the reference reply and the reference in `answer` (prepared from Flores-200,
+# DialogSum and ARC): `low_resource/<domain>/test.jsonl` under the data root. A
+# translation or summary is the whole reply; ARC's answer is its last standalone letter.
+def _whole_reply(response: str) -> str | None:
+    return response.strip() or None
+
+
+for _name, _extract, _metrics in [
+    ("flores", _whole_reply, ("accuracy", "chrf")),
+    ("dialogsum", _whole_reply, ("accuracy", "rouge_l")),
+    ("arc_lr", ex.last_match(_LETTERS), ("accuracy",)),
+]:
+    register(
+        Task(_name, "low_resource", f"low_resource/{_name.removesuffix('_lr')}/test.jsonl",
+             load=load_jsonl, prompt=chat_prompt, response=CHAT_RESPONSES,
+             extract={"faithful": _extract},
+             correct=ex.label_correct if _name == "arc_lr" else ex.text_correct,
+             metrics=_metrics),
+        groups=("study_a_low_resource",),
     )  # fmt: skip

@@ -62,9 +62,10 @@ def get_config() -> ConfigDict:
             seed=0,  # shuffle order
             batch_size=8,  # global rows per optimizer step
             skip_bad_lines=False,
-            num_threads=2,
-            prefetch_batches=2,
-            num_workers=0,
+            num_threads=0,  # tokenizing holds the GIL: reader threads only add overhead
+            prefetch_batches=2,  # batches built ahead in a background thread
+            num_workers=0,  # grain worker processes (resume with the same number)
+            cache_examples=100_000,  # keep tokenized examples of subsets up to this size
         )
     )
 

@@ -1,0 +1,121 @@
+"""The built-in tokenizer: a small BPE trained on the built-in tasks, saved as an HF folder.
+
+The folder (tokenizer.json, tokenizer_config.json with a Jinja chat template,
+special_tokens_map.json, generation_config.json) loads with
+`transformers.AutoTokenizer.from_pretrained(path)` like any hub tokenizer, so the CPU
+path exercises the same code as real checkpoints.
+
+Design choices:
+  * Words split on spaces ("▁" marks a word start, so decoding restores the text), and
+    every digit is its own token, the first carrying the word marker: "▁1" "3" for " 13".
+    Any number 0-999 is then 1-3 tokens, always spelled the same way, and arithmetic
+    stays learnable for a tiny model.
+  * A few hundred tokens in all (587 at the defaults: BPE runs out of pairs before 640):
+    every built-in word and both Alpaca headers are whole tokens.
+  * Chat: "<s><|user|>...<|end|><|assistant|>...<|end|>" with no text around the role
+    tokens, so masks are easy to check by eye. `<|end|>` ends a turn and is also the
+    tokenizer's `eos_token`, as in instruction-tuned Llama 3 and Qwen2.5, so sampling
+    stops after the answer; `</s>` marks the end of a document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+
+from kd_jax.data import builtin, templates
+
+PAD, BOS, EOD, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SYSTEM, USER, ASSISTANT, END_OF_TURN = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
+SPECIAL_TOKENS = [PAD, BOS, EOD, UNK, SYSTEM, USER, ASSISTANT, END_OF_TURN]  # ids 0..7
+
+CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>' + message['content'] + '<|end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+
+
+def _corpus(seed: int, per_family: int) -> list[str]:
+    """Training text: every family in chat and Alpaca renderings, plus the templates."""
+    texts = []
+    for family in builtin.FAMILIES:
+        for split in ("train", "human"):
+            for p in builtin.generate(family, split, per_family, seed):
+                for q, r in p.turns:
+                    texts += [q, r]
+        # A few Alpaca renderings teach the template words without spending most
+        # merges on a header that every Alpaca example repeats.
+        for p in builtin.generate(family, "test", 20, seed + 1):
+            for name in templates.ALPACA_TEMPLATES:
+                texts.append(templates.render_alpaca(p.alpaca(), name, with_output=True))
+    # Every lexicon word at least once, so none depends on the sample drawn above.
+    lexicon = (
+        builtin.NAMES + builtin.OBJECTS + builtin.GAIN_VERBS + builtin.LOSS_VERBS + builtin.ITEMS
+    )
+    texts.append(" ".join(lexicon + list(builtin.ZORBIC) + list(builtin.ZORBIC.values())))
+    texts.append(" ".join(str(n) for n in range(1000)))
+    random.Random(seed).shuffle(texts)
+    return texts
+
+
+def build_tokenizer(
+    out_dir: str, *, vocab_size: int = 640, seed: int = 0, per_family: int = 2000
+) -> str:
+    """Trains the built-in BPE tokenizer and writes an HF tokenizer folder; returns out_dir."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE(unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False),
+            # Pieces: a digit ("▁13" -> "▁1", "3": digits never merge, the first keeps the
+            # word marker), a word with its marker, a lone marker, or one other space char.
+            pre_tokenizers.Split(Regex(r"▁?[0-9]|▁?[^▁\s0-9]+|▁|\s"), behavior="isolated"),
+        ]
+    )
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS, show_progress=False
+    )
+    tok.train_from_iterator(_corpus(seed, per_family), trainer=trainer)
+    bos_id = tok.token_to_id(BOS)
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, bos_id)]
+    )
+
+    os.makedirs(out_dir, exist_ok=True)
+    tok.save(os.path.join(out_dir, "tokenizer.json"))
+    special = {"bos_token": BOS, "eos_token": END_OF_TURN, "pad_token": PAD, "unk_token": UNK}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        **special,
+        "additional_special_tokens": [EOD, SYSTEM, USER, ASSISTANT],
+        "chat_template": CHAT_TEMPLATE,
+        "model_max_length": 4096,
+        "clean_up_tokenization_spaces": False,
+        "padding_side": "right",
+    }
+    _write_json(os.path.join(out_dir, "tokenizer_config.json"), config)
+    _write_json(
+        os.path.join(out_dir, "special_tokens_map.json"),
+        {**special, "additional_special_tokens": [EOD, SYSTEM, USER, ASSISTANT]},
+    )
+    _write_json(
+        os.path.join(out_dir, "generation_config.json"),
+        {
+            "bos_token_id": bos_id,
+            "eos_token_id": [tok.token_to_id(END_OF_TURN), tok.token_to_id(EOD)],
+            "pad_token_id": tok.token_to_id(PAD),
+        },
+    )
+    return out_dir
+
+
+def _write_json(path: str, obj: dict) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=2, ensure_ascii=False)
+        f.write("\n")

@@ -39,7 +39,7 @@ def builtin_dir(tmp_path_factory):
     return path / "b"
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def tiny_config(builtin_dir):
     """A seconds-long run on built-in data: 8-row batches, 48 tokens, tiny models."""
     from configs import quickstart

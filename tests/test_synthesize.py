@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from kd_jax import synthesize as syn
 from kd_jax import train
 from kd_jax.main import main as cli
@@ -52,14 +54,40 @@ def test_icl_with_a_stub_teacher():
     assert len(kept) == 1 and counts["duplicate"] == 1 and counts["unparseable"] == 1
 
 
-def test_label_mode_cli_end_to_end(tiny_config, tmp_path):
+@pytest.fixture(scope="module")
+def trained(tiny_config, tmp_path_factory):
+    """A two-step tiny run to generate from."""
     config = tiny_config("sft")
     config.train.num_steps = 2
-    train.run(config, tmp_path / "teacher")
+    workdir = tmp_path_factory.mktemp("run") / "teacher"
+    train.run(config, workdir)
+    return workdir
+
+
+def test_generate_cli_writes_completions_in_order(trained, tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"messages": [{"role": "user", "content": f"Sam has {i} apples ."}]} for i in range(5)]
+    rows.append({"prompt": "<s><|user|>hi<|end|><|assistant|>"})
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    code = cli(["generate", "--model", str(trained), "--prompts", str(prompts), "--out",
+                str(out), "--max-new-tokens", "5", "--batch-size", "4"])  # fmt: skip
+    assert code == 0
+    got = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(got) == 6 and "Sam has 3 apples" in got[3]["prompt"]
+    assert got[5]["prompt"] == rows[5]["prompt"]
+    assert all(isinstance(g["completion"], str) for g in got)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a"}\n{oops\n')
+    assert cli(["generate", "--model", str(trained), "--prompts", str(bad), "--out",
+                str(tmp_path / "x.jsonl")]) == 2  # fmt: skip
+
+
+def test_label_mode_cli_end_to_end(trained, tmp_path):
     inputs = tmp_path / "inputs.jsonl"
     inputs.write_text("".join(json.dumps(r) + "\n" for r in HUMAN))
     out = tmp_path / "synthetic.jsonl"
-    code = cli(["synthesize", "--model", str(tmp_path / "teacher"), "--mode", "label",
+    code = cli(["synthesize", "--model", str(trained), "--mode", "label",
                 "--examples", str(inputs), "--out", str(out), "--max-new-tokens", "6",
                 "--answer-regex", "(.+)", "--temperature", "0"])  # fmt: skip
     assert code == 0

@@ -120,3 +120,19 @@ def test_a_printed_command_parses_with_the_train_cli(tmp_path, capsys, monkeypat
     assert config.student.workdir.endswith("domain-arc_student-llama1b_recipe-stage1_synthetic-1k")
     assert config.teacher.workdir.endswith("role-teacher_domain-cipher")
     assert workdir.endswith("recipe-two-stage_synthetic-1k")
+
+
+@pytest.mark.parametrize("scale", ["smoke", "full"])
+def test_miniature_plan_builds_valid_configs_in_dependency_order(scale, tmp_path):
+    from kd_jax.miniature import plan, runner
+
+    runs = plan.build_plan(plan.SCALES[scale])
+    names = [r.name for r in runs]
+    assert len(set(names)) == len(names)
+    for i, run in enumerate(runs):
+        validate(runner.resolve_paths(run, tmp_path), None)
+        for need in run.needs:
+            if need in names:
+                assert names.index(need) < i, (run.name, need)
+    seeds = {r.meta.get("seed") for r in runs if "c" in r.groups}
+    assert seeds == set(plan.SCALES[scale].seeds)

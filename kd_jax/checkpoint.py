@@ -4,8 +4,10 @@ Layout under WORKDIR:
     checkpoints/<step>/      the last `train.keep_last` checkpoints (state + data + meta)
     checkpoints_best/<step>/ the one with the lowest eval loss (if `train.keep_best`)
 
-Orbax writes each checkpoint into a temporary folder and renames it when complete, so a
-run killed mid-save keeps every checkpoint it had finished.
+The data item holds one JSON file per process (`data/process_<i>-of-<n>.json`): packed
+hosts consume different numbers of examples per batch, so every host resumes from its
+own position. Orbax writes each checkpoint into a temporary folder and renames it when
+complete, so a run killed mid-save keeps every checkpoint it had finished.
 
 Restore order (`kd_jax.train.run`): resume WORKDIR's latest checkpoint if there is one,
 else initialize from `student.workdir` / `student.hf_path` (`init_from`), else fresh.
@@ -13,6 +15,8 @@ else initialize from `student.workdir` / `student.hf_path` (`init_from`), else f
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -21,6 +25,49 @@ import jax
 import orbax.checkpoint as ocp
 
 log = logging.getLogger(__name__)
+
+
+class DataStateHandler(ocp.CheckpointHandler):
+    """This process's data-iterator position (a JSON-able dict) in a file of its own."""
+
+    @staticmethod
+    def _file(directory) -> Path:
+        return Path(directory) / f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+
+    def save(self, directory, args: DataStateSave) -> None:
+        self._file(directory).write_text(json.dumps(args.state, indent=1))
+
+    def restore(self, directory, args: DataStateRestore | None = None) -> dict:
+        path = self._file(directory)
+        if not path.exists():
+            saved = sorted(p.name for p in Path(directory).glob("process_*.json"))
+            raise FileNotFoundError(
+                f"{path} is missing (saved: {', '.join(saved) or 'none'}); the checkpoint was "
+                "written by another number of processes: resume with that many, or start the "
+                "data from scratch in a new workdir with init_from."
+            )
+        return json.loads(path.read_text())
+
+    def metadata(self, directory) -> None:
+        return None
+
+    def finalize(self, directory) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+    state: dict
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+    pass
 
 
 def _group(state: dict) -> dict:
@@ -51,9 +98,17 @@ class Checkpointer:
     ):
         root = Path(workdir).absolute()
         opts = dict(create=True, enable_async_checkpointing=async_save)
+
+        def named(prefix):
+            # Two managers finalize concurrently; on several processes their barriers
+            # must have different names, or one barrier is "already ongoing".
+            return ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=prefix)
+
         self.last = ocp.CheckpointManager(
             root / "checkpoints",
-            options=ocp.CheckpointManagerOptions(max_to_keep=max(keep_last, 1), **opts),
+            options=ocp.CheckpointManagerOptions(
+                max_to_keep=max(keep_last, 1), multiprocessing_options=named("last"), **opts
+            ),
         )
         self.best = None
         if keep_best:
@@ -64,6 +119,7 @@ class Checkpointer:
                     best_fn=lambda metrics: metrics["eval_loss"],
                     best_mode="min",
                     keep_checkpoints_without_metrics=False,
+                    multiprocessing_options=named("best"),
                     **opts,
                 ),
             )
@@ -72,7 +128,7 @@ class Checkpointer:
     def _save_args(state: dict, data_state: dict, meta: dict):
         items = {k: ocp.args.StandardSave(v) for k, v in _group(state).items()}
         return ocp.args.Composite(
-            **items, data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)
+            **items, data=DataStateSave(data_state), meta=ocp.args.JsonSave(meta)
         )
 
     def save(self, step: int, state: dict, data_state: dict, meta: dict, force=False) -> None:
@@ -92,11 +148,17 @@ class Checkpointer:
     def latest_step(self) -> int | None:
         return self.last.latest_step()
 
-    def restore(self, abstract_state: dict, step: int | None = None, which: str = "latest"):
+    def restore(
+        self,
+        abstract_state: dict,
+        step: int | None = None,
+        which: str = "latest",
+        with_data: bool = True,
+    ):
         """(state, data_state, meta) of `step` (default: the latest, or the best).
 
         Only the items named in `abstract_state` are read: `{"params": ...}` alone skips
-        the optimizer state.
+        the optimizer state; `with_data=False` skips the data position (data_state None).
         """
         manager = self.best if which == "best" else self.last
         if manager is None:
@@ -107,13 +169,11 @@ class Checkpointer:
             raise FileNotFoundError(f"No {which} checkpoint in {manager.directory}.")
         grouped = _group(abstract_state)
         items = {k: ocp.args.StandardRestore(v) for k, v in grouped.items()}
-        out = manager.restore(
-            step,
-            args=ocp.args.Composite(
-                **items, data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()
-            ),
-        )
-        return _ungroup({k: out[k] for k in grouped}), out["data"], out["meta"]
+        if with_data:
+            items["data"] = DataStateRestore()
+        out = manager.restore(step, args=ocp.args.Composite(**items, meta=ocp.args.JsonRestore()))
+        data = out["data"] if with_data else None
+        return _ungroup({k: out[k] for k in grouped}), data, out["meta"]
 
     def wait(self) -> None:
         self.last.wait_until_finished()
@@ -141,7 +201,7 @@ def restore_params(workdir: str | Path, abstract_params, which: str = "latest"):
         )
     ckpt = Checkpointer(root, keep_best=which == "best", async_save=False)
     try:
-        state, _, meta = ckpt.restore({"params": abstract_params}, which=which)
+        state, _, meta = ckpt.restore({"params": abstract_params}, which=which, with_data=False)
     finally:
         ckpt.close()
     return state["params"], meta

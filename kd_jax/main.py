@@ -11,6 +11,7 @@
     kd-jax plan --config FILE --devices N
     kd-jax cache-teacher --config FILE --out DIR
     kd-jax synthesize --model DIR --examples FILE --out FILE.jsonl
+    kd-jax miniature --workdir DIR [--smoke] [--docs docs]
 
 Mistakes a user can make (a bad path, config value or data line) end with one line
 `kd-jax: error: ...` naming the problem and the fix, and exit status 2.
@@ -56,7 +57,10 @@ def parse_config(argv: list[str], require_workdir: bool = True):
     from ml_collections import config_flags
 
     fv = flags.FlagValues()
-    config_flags.DEFINE_config_file("config", None, "Config file.", flag_values=fv)
+    # sys_argv: the config file's `:arg` is read from these flags, not from sys.argv.
+    config_flags.DEFINE_config_file(
+        "config", None, "Config file.", flag_values=fv, sys_argv=["kd-jax", *argv]
+    )
     flags.DEFINE_string("workdir", None, "Run directory.", flag_values=fv)
     try:
         fv(["kd-jax", *argv])
@@ -136,6 +140,7 @@ COMMANDS = {
     "plan": "kd_jax.plan:main",
     "cache-teacher": "kd_jax.teacher_cache:main",
     "synthesize": "kd_jax.synthesize:main",
+    "miniature": "kd_jax.miniature:main",
 }
 
 

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from kd_jax import sharding as shd
 from kd_jax.sampling import SamplingConfig, generate_tokens
 from kd_jax.state import ModelParts
 
@@ -89,9 +90,13 @@ def onpolicy_batch(params, frozen, batch, rng, *, student: ModelParts, cfg: Samp
     return jax.tree.map(lambda x: jnp.where(has_response[:, None], x, 0).astype(x.dtype), out)
 
 
-def make_onpolicy_fn(student: ModelParts, cfg: SamplingConfig, shardings: dict):
-    """`onpolicy_batch` jitted once for the run (params, frozen, batch, rng) -> batch."""
+def make_onpolicy_fn(student: ModelParts, cfg: SamplingConfig, shardings: dict, rules=None):
+    """`onpolicy_batch` jitted once for the run (params, frozen, batch, rng) -> batch;
+    with `rules`, activations are pinned by the logical-axis table as in the train step."""
+    fn = functools.partial(onpolicy_batch, student=student, cfg=cfg)
+    if rules is not None:
+        fn = shd.under_activation_sharding(fn, jax.tree.leaves(shardings)[0].mesh, rules)
     return jax.jit(
-        functools.partial(onpolicy_batch, student=student, cfg=cfg),
+        fn,
         out_shardings=shardings,
     )

@@ -9,6 +9,7 @@ KV heads on a tensor axis of 4), so every preset shards on every mesh.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -140,6 +141,17 @@ def activation_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES):
         yield
     finally:
         _ACTIVE.pop()
+
+
+def under_activation_sharding(fn, mesh: Mesh, rules: Rules = DEFAULT_RULES):
+    """`fn` traced inside `activation_sharding(mesh, rules)`: wrap a function before jit."""
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        with activation_sharding(mesh, rules):
+            return fn(*args, **kwargs)
+
+    return wrapped
 
 
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import optax
 
 from kd_jax import losses
+from kd_jax import sharding as shd
 from kd_jax.state import ModelParts
 
 BATCH_KEYS = ("inputs", "targets", "loss_mask", "positions", "segment_ids")
@@ -166,23 +167,31 @@ def eval_terms(params: dict, batch: dict, context: dict, **loss_kw) -> dict:
     return {k: terms[k] for k in ("loss_sum", "div_sum", "ce_sum", "num_tokens", "denominator")}
 
 
-def make_train_step(*, state_shardings, batch_shardings, context_shardings, **kw):
-    """`train_step` jitted with explicit shardings; the old state's buffers are donated."""
+def make_train_step(*, state_shardings, batch_shardings, context_shardings, rules=None, **kw):
+    """`train_step` jitted with explicit shardings; the old state's buffers are donated.
+
+    With `rules` (the config's logical-axis table) activations are pinned by it too
+    (`shd.constrain` in model code); without, XLA propagates shardings by itself."""
     repl = _replicated(state_shardings)
     return jax.jit(
-        functools.partial(train_step, **kw),
+        _with_rules(functools.partial(train_step, **kw), repl.mesh, rules),
         in_shardings=(state_shardings, batch_shardings, repl, context_shardings),
         out_shardings=(state_shardings, repl),
         donate_argnums=(0,),
     )
 
 
-def make_eval_step(*, param_shardings, batch_shardings, context_shardings, **kw):
+def make_eval_step(*, param_shardings, batch_shardings, context_shardings, rules=None, **kw):
+    repl = _replicated(param_shardings)
     return jax.jit(
-        functools.partial(eval_terms, **kw),
+        _with_rules(functools.partial(eval_terms, **kw), repl.mesh, rules),
         in_shardings=(param_shardings, batch_shardings, context_shardings),
         out_shardings=_replicated(param_shardings),
     )
+
+
+def _with_rules(fn, mesh, rules):
+    return fn if rules is None else shd.under_activation_sharding(fn, mesh, rules)
 
 
 def _replicated(shardings) -> jax.sharding.NamedSharding:

@@ -57,7 +57,7 @@ class Run:
 def setup(config: ConfigDict) -> Run:
     """Mesh, data, student and teacher for a validated config."""
     shd.initialize_distributed()
-    rules = tuple(tuple(r) for r in config.sharding_rules)
+    rules = _rules(config)
     mesh = shd.make_mesh(dict(config.mesh))
     batch_sharding = shd.batch_sharding(mesh, rules)
     data = config.data.to_dict()
@@ -169,7 +169,29 @@ def make_onpolicy(config: ConfigDict, r: Run, batch_shardings):
         stop_tokens=(tok.eos_token_id,) if tok.eos_token_id is not None else (),
         pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
     )
-    return make_onpolicy_fn(r.student, cfg, batch_shardings)
+    return make_onpolicy_fn(r.student, cfg, batch_shardings, rules=_rules(config))
+
+
+def _rules(config: ConfigDict) -> tuple:
+    return tuple(tuple(r) for r in config.sharding_rules)
+
+
+def make_eval_step(config: ConfigDict, r: Run, param_shardings, batch_sharding, rules):
+    """The validation-loss step. Validation batches carry no cached teacher top-k, so a
+    run that reads `kd.teacher_cache` reports validation CE only (eval_div = 0)."""
+    loss_kw = r.loss_kw
+    if config.kd.teacher_cache:
+        from kd_jax.losses import KDLossConfig
+
+        sft = KDLossConfig(kind="fkl", alpha=0.0, reduction=config.kd.reduction)
+        loss_kw = {**loss_kw, "teacher": None, "loss_cfg": sft}
+    return step_lib.make_eval_step(
+        param_shardings=param_shardings,
+        batch_shardings={k: batch_sharding for k in step_lib.BATCH_KEYS},
+        context_shardings=r.context_shardings,
+        rules=rules,
+        **loss_kw,
+    )
 
 
 def _install_sigterm():
@@ -207,7 +229,8 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
     num_steps = tc.num_steps
     schedule = learning_rate_schedule(config.optim, num_steps)
     optimizer = make_optimizer(config.optim, num_steps)
-    batch_sh = shd.batch_sharding(r.mesh, tuple(tuple(x) for x in config.sharding_rules))
+    rules = _rules(config)
+    batch_sh = shd.batch_sharding(r.mesh, rules)
     keys = step_lib.BATCH_KEYS + (TOPK_KEYS if config.kd.teacher_cache else ())
     batch_shardings = {k: batch_sh for k in keys}
     param_shardings = jax.tree.map(lambda x: x.sharding, r.student.trainable)
@@ -245,14 +268,10 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         optimizer=optimizer,
         schedule=schedule,
         grad_accum=config.optim.grad_accum,
+        rules=rules,
         **r.loss_kw,
     )
-    eval_step = step_lib.make_eval_step(
-        param_shardings=param_shardings,
-        batch_shardings=batch_shardings,
-        context_shardings=r.context_shardings,
-        **r.loss_kw,
-    )
+    eval_step = make_eval_step(config, r, param_shardings, batch_sh, rules)
     onpolicy_fn = make_onpolicy(config, r, batch_shardings)
     gkd_key = jax.random.key(config.seed + 1)
     val_batches = r.pipeline.validation_batches() if tc.eval_every else []

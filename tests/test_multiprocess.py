@@ -238,12 +238,6 @@ def test_checkpoint_round_trip_restores_every_shard(round_trip):
     assert all(r["params"] and r["step"] == 2 for r in round_trip), round_trip
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Orbax's JsonSave keeps process 0's data position only, so process 1 resumes from "
-    "it; kd_jax/checkpoint.py must save one position per process (issue 8). Remove this mark "
-    "with that change.",
-)
 def test_checkpoint_round_trip_keeps_each_host_data_position(round_trip):
     assert all(r["data"] for r in round_trip), round_trip
 

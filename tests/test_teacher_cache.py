@@ -64,8 +64,11 @@ def test_cache_matches_online_top_k_kd_and_trains(tiny_config, tmp_path):
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
 
+    # Validation batches carry no cached top-k: the run reports validation CE alone.
+    cached_cfg.train.eval_every = 2
     final = train.run(cached_cfg, tmp_path / "run")
     assert final["status"] == "completed" and np.isfinite(final["loss"])
+    assert final["eval_ce"] > 0 and final["eval_divergence"] == 0
 
 
 def functools_partial(f, r):

@@ -6,9 +6,12 @@
     kd-jax train --config configs/quickstart.py:kd \
         --config.teacher.workdir=runs/quickstart/teacher --workdir runs/quickstart/kd
 
-The teacher (4 layers, d=128) trains on 20k built-in arithmetic word problems with
-varied rationales; the students (2 layers, d=64) see only 1k "human" problems (terser,
-a few wrong answers), as in a data-scarce post-training run. Runs on one CPU device.
+The teacher (4 layers, d=128) trains on all 4k built-in number-comparison questions
+("Which is bigger, 27 or 28?", a one-line rationale, the answer); the students (2 layers,
+d=64) see a 250-question subset, as in a data-scarce post-training run, by SFT or by
+distilling the teacher's full distribution (forward KL, as Study B's SeqKD). Measured on
+2 CPU cores: teacher 68.5% exact match on 200 held-out questions, SFT student 18.0%, KD
+student 24.5% (held-out CE 0.947 vs 0.794), about 6 minutes in all. Runs on one device.
 """
 
 from configs import base
@@ -19,7 +22,7 @@ def get_config(arg: str = "kd"):
     c.data.tokenizer = "builtin:tokenizer"
     c.data.max_length = 96
     c.data.batch_size = 32
-    c.data.validation = "builtin:chat/arith/test"
+    c.data.validation = "builtin:chat/compare/test"
     c.mesh.data = -1
     c.optim.lr = 2e-3
     c.optim.schedule = "cosine"
@@ -33,18 +36,20 @@ def get_config(arg: str = "kd"):
     if arg == "teacher":
         c.method = "sft"
         c.student.preset = "tiny-teacher"
-        c.data.train = "builtin:chat/arith/train"
+        c.data.train = "builtin:chat/compare/train"
         c.train.num_steps = 600
     elif arg in ("sft", "kd"):
         c.method = arg
         c.student.preset = "tiny-student"
-        c.data.train = "builtin:chat/arith/human"
+        c.data.train = "builtin:chat/compare/train"
+        c.data.num_examples = 250
+        c.data.packing = False  # one example per row: 32 examples a step
         c.train.num_steps = 300
         if arg == "kd":
             c.teacher.workdir = ""  # set by `kd-jax quickstart`, or on the command line
             c.kd.divergence = "fkl"
-            c.kd.temperature = 2.0
-            c.kd.alpha = 0.5
+            c.kd.temperature = 1.0
+            c.kd.alpha = 1.0  # the teacher's distribution alone, as Study B's SeqKD
     else:
         raise ValueError(f"configs/quickstart.py takes teacher, sft or kd, not {arg!r}.")
     return c

@@ -2,7 +2,7 @@
 
 Each run lives in WORKDIR/<name> and resumes if interrupted; re-running the command skips
 finished runs. The table shows each model's held-out loss (cross-entropy on the built-in
-arithmetic test set) and task accuracy (greedy answers, exact match of the final number).
+comparison test set) and task accuracy (greedy answers, exact match of the final number).
 """
 
 from __future__ import annotations

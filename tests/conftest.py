@@ -54,6 +54,10 @@ def tiny_config(builtin_dir):
         c.data.validation = ""
         c.data.validation_size = 16
         c.data.train = "builtin:chat/arith/human"
+        c.data.num_examples = 0
+        c.data.packing = True
+        if arg == "kd":  # both loss terms, at a temperature other than 1
+            c.kd.alpha, c.kd.temperature = 0.5, 2.0
         c.train.num_steps = 6
         c.train.log_every = 1
         c.train.eval_every = 3

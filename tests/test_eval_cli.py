@@ -28,8 +28,12 @@ def _tiny(arg):
             validation="",
             validation_size=16,
             train="builtin:chat/arith/human",
+            num_examples=0,
+            packing=True,
         )
     )
+    if arg == "kd":
+        c.kd.alpha, c.kd.temperature = 0.5, 2.0
     c.train.update(
         dict(
             num_steps=6,

@@ -1,8 +1,9 @@
 """The KD loss in chunks of tokens, from final hidden states and unembeddings.
 
-A custom VJP: each chunk's gradient w.r.t. the student logits is computed in the forward scan
-and folded straight into d h_s and d w_s, so the backward pass recomputes nothing and only
-[chunk_size, V] float32 logits (of each model) exist at a time.
+A custom VJP: each chunk's gradient w.r.t. the student logits is computed in the forward
+scan (in closed form for forward KL, fused.py) and folded straight into d h_s and d w_s, so
+the backward pass recomputes nothing and only [chunk_size, V] float32 logits (of each
+model) exist at a time.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from kd_jax.losses import fused
 from kd_jax.losses.kd import (
     KDLossConfig,
     _aligned,
@@ -44,8 +46,12 @@ def _scan_chunks(cfg, hs, w_s, teacher_xs, w_t, targets, weights, ids, rng, with
         if not with_grad:
             loss, (div, ce) = sums(s_logits)
             return dw_acc, ((loss, div, ce), None)
-        loss, vjp, (div, ce) = jax.vjp(sums, s_logits, has_aux=True)
-        (d_logits,) = vjp(jnp.ones((), jnp.float32))
+        if fused.applies(cfg, teacher):
+            loss, (div, ce), d_logits = fused.fkl_ce_sums_and_grad(cfg, s_logits, teacher,
+                                                                   tgt_c, wt_c)  # fmt: skip
+        else:
+            loss, vjp, (div, ce) = jax.vjp(sums, s_logits, has_aux=True)
+            (d_logits,) = vjp(jnp.ones((), jnp.float32))
         d_logits = d_logits.astype(h_c.dtype)  # the matmuls run in the model's dtype
         dh_c = jnp.einsum("cv,dv->cd", d_logits, w_s, preferred_element_type=jnp.float32)
         dw_acc += jnp.einsum("cd,cv->dv", h_c, d_logits, preferred_element_type=jnp.float32)

@@ -94,9 +94,8 @@ def make_onpolicy_fn(student: ModelParts, cfg: SamplingConfig, shardings: dict, 
     """`onpolicy_batch` jitted once for the run (params, frozen, batch, rng) -> batch;
     with `rules`, activations are pinned by the logical-axis table as in the train step."""
     fn = functools.partial(onpolicy_batch, student=student, cfg=cfg)
-    if rules is not None:
-        fn = shd.under_activation_sharding(fn, jax.tree.leaves(shardings)[0].mesh, rules)
+    mesh = jax.tree.leaves(shardings)[0].mesh
     return jax.jit(
-        fn,
+        shd.under_activation_sharding(fn, mesh, rules),
         out_shardings=shardings,
     )

@@ -143,8 +143,11 @@ def activation_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES):
         _ACTIVE.pop()
 
 
-def under_activation_sharding(fn, mesh: Mesh, rules: Rules = DEFAULT_RULES):
-    """`fn` traced inside `activation_sharding(mesh, rules)`: wrap a function before jit."""
+def under_activation_sharding(fn, mesh: Mesh, rules: Rules | None = DEFAULT_RULES):
+    """`fn` traced inside `activation_sharding(mesh, rules)`: wrap a function before jit.
+    With `rules=None`, `fn` itself (XLA then propagates activation shardings alone)."""
+    if rules is None:
+        return fn
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):

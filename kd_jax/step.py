@@ -174,7 +174,7 @@ def make_train_step(*, state_shardings, batch_shardings, context_shardings, rule
     (`shd.constrain` in model code); without, XLA propagates shardings by itself."""
     repl = _replicated(state_shardings)
     return jax.jit(
-        _with_rules(functools.partial(train_step, **kw), repl.mesh, rules),
+        shd.under_activation_sharding(functools.partial(train_step, **kw), repl.mesh, rules),
         in_shardings=(state_shardings, batch_shardings, repl, context_shardings),
         out_shardings=(state_shardings, repl),
         donate_argnums=(0,),
@@ -184,14 +184,10 @@ def make_train_step(*, state_shardings, batch_shardings, context_shardings, rule
 def make_eval_step(*, param_shardings, batch_shardings, context_shardings, rules=None, **kw):
     repl = _replicated(param_shardings)
     return jax.jit(
-        _with_rules(functools.partial(eval_terms, **kw), repl.mesh, rules),
+        shd.under_activation_sharding(functools.partial(eval_terms, **kw), repl.mesh, rules),
         in_shardings=(param_shardings, batch_shardings, context_shardings),
         out_shardings=_replicated(param_shardings),
     )
-
-
-def _with_rules(fn, mesh, rules):
-    return fn if rules is None else shd.under_activation_sharding(fn, mesh, rules)
 
 
 def _replicated(shardings) -> jax.sharding.NamedSharding:

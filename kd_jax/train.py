@@ -176,7 +176,7 @@ def _rules(config: ConfigDict) -> tuple:
     return tuple(tuple(r) for r in config.sharding_rules)
 
 
-def make_eval_step(config: ConfigDict, r: Run, param_shardings, batch_sharding, rules):
+def _eval_step(config: ConfigDict, r: Run, param_shardings, batch_sharding, rules):
     """The validation-loss step. Validation batches carry no cached teacher top-k, so a
     run that reads `kd.teacher_cache` reports validation CE only (eval_div = 0)."""
     loss_kw = r.loss_kw
@@ -271,7 +271,7 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         rules=rules,
         **r.loss_kw,
     )
-    eval_step = make_eval_step(config, r, param_shardings, batch_sh, rules)
+    eval_step = _eval_step(config, r, param_shardings, batch_sh, rules)
     onpolicy_fn = make_onpolicy(config, r, batch_shardings)
     gkd_key = jax.random.key(config.seed + 1)
     val_batches = r.pipeline.validation_batches() if tc.eval_every else []

@@ -18,7 +18,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
-from kd_jax.models import Decoder
+from kd_jax.models import Decoder, decode
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +39,21 @@ class SamplingConfig:
             raise ValueError("top_k must be >= 0 and max_new_tokens >= 1.")
 
 
+def greedy_token(logits_BxV: jax.Array) -> jax.Array:
+    """argmax over the vocabulary (the first index on ties), as a max and a min over a
+    compare: two plain reductions, which XLA:CPU vectorises where argmax's paired
+    (value, index) reduction is several times slower."""
+    v = logits_BxV.shape[-1]
+    top = jnp.max(logits_BxV, axis=-1, keepdims=True)
+    ids = jnp.arange(v, dtype=jnp.int32)
+    return jnp.min(jnp.where(logits_BxV == top, ids, v - 1), axis=-1)
+
+
 def sample_token(logits_BxV: jax.Array, rng: jax.Array, cfg: SamplingConfig) -> jax.Array:
     """The next token of each row under the config's decoding rule."""
     logits = logits_BxV.astype(jnp.float32)
     if cfg.temperature == 0.0 or cfg.top_k == 1:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return greedy_token(logits)
     logits = logits / cfg.temperature
     neg = jnp.finfo(jnp.float32).min
     if cfg.top_k > 0:
@@ -66,20 +76,20 @@ def generate_tokens(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: Samp
     n = cfg.max_new_tokens
     mask = prompt_mask_BxP.astype(jnp.int32)
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-    cache = model.init_cache(b, p + n)
-    h, cache = model.hidden(prompts_BxP, positions, mask, cache=cache)
-    logits = model.logits(h[:, -1:])[:, 0]
+    packed = decode.pack(model)
+    cache = decode.init_cache(model, b, p + n)
+    h, cache = decode.hidden(model, packed, prompts_BxP, positions, mask, cache)
+    logits = decode.logits(packed, h[:, -1:])[:, 0]
     stops = jnp.asarray(cfg.stop_tokens or (-1,), jnp.int32)
+    ones = jnp.ones((b, 1), jnp.int32)
 
     def step(carry, step_rng):
         logits, cache, pos, done = carry
         token = sample_token(logits, step_rng, cfg)
         token = jnp.where(done, cfg.pad_id, token)
         now_done = done | jnp.isin(token, stops)
-        h, cache = model.hidden(
-            token[:, None], pos[:, None], jnp.ones((b, 1), jnp.int32), cache=cache
-        )
-        return (model.logits(h)[:, 0], cache, pos + 1, now_done), (token, done)
+        h, cache = decode.hidden(model, packed, token[:, None], pos[:, None], ones, cache)
+        return (decode.logits(packed, h)[:, 0], cache, pos + 1, now_done), (token, done)
 
     init = (logits, cache, positions[:, -1] + 1, jnp.zeros((b,), bool))
     _, (tokens, was_done) = jax.lax.scan(step, init, jax.random.split(rng, n))

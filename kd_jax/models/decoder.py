@@ -34,13 +34,18 @@ def attention_mask(segment_ids_BxT: jax.Array) -> jax.Array:
     return causal[None] & same & (segment_ids_BxT[:, None, :] != 0)
 
 
-def cached_attention_mask(segment_ids_BxT, cache_segment_ids_BxS, index) -> jax.Array:
-    """[B, T, S] boolean for T new tokens written at cache slots index..index+T-1."""
-    t, s = segment_ids_BxT.shape[1], cache_segment_ids_BxS.shape[1]
-    query_slot = index + jnp.arange(t)
-    causal = jnp.arange(s)[None, :] <= query_slot[:, None]  # [T, S]
-    same = segment_ids_BxT[:, :, None] == cache_segment_ids_BxS[:, None, :]
-    return causal[None] & same & (cache_segment_ids_BxS[:, None, :] != 0)
+def attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS) -> jax.Array:
+    """Grouped-query attention [B, T, N, H] (decoding has its own layout, decode.py)."""
+    b, t, n, hd = q_BxTxNxH.shape
+    kv_heads = k_BxSxKxH.shape[2]
+    q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, kv_heads, n // kv_heads, hd)
+    scores = jnp.einsum(
+        "btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxSxKxH, preferred_element_type=jnp.float32
+    ) / jnp.sqrt(jnp.float32(hd))
+    # A finite fill keeps fully-masked (padding) rows finite; their outputs are unused.
+    scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxH.dtype)
+    return jnp.einsum("bkgts,bskh->btkgh", probs, v_BxSxKxH).reshape(b, t, n, hd)
 
 
 class Block(nnx.Module):
@@ -82,14 +87,10 @@ class Block(nnx.Module):
         self.gate = Dense((d,), (f,), ("embed",), ("mlp",), lora=lora("gate"), **common)
         self.up = Dense((d,), (f,), ("embed",), ("mlp",), lora=lora("up"), **common)
         self.down = Dense((f,), (d,), ("mlp",), ("embed",), lora=lora("down"), **common)
-        self.num_kv_heads = kv
-        self.head_dim = hd
         self.rope = (hd, cfg.rope_theta, cfg.rope_scaling)
 
-    def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, dropout_rng=None, cache=None):
-        """One block. With `cache` = (k [B,S,K,H], v [B,S,K,H], index), the new keys and
-        values are written at slot `index` and attention runs over all S cache slots;
-        returns (x, (k, v)) then."""
+    def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, dropout_rng=None):
+        """One block (training and scoring; decoding with a KV cache is in decode.py)."""
         rngs = [None] * 7 if dropout_rng is None else list(jax.random.split(dropout_rng, 7))
         rng = dict(zip(_BLOCK_LORA_TARGETS, rngs, strict=True))
 
@@ -99,26 +100,8 @@ class Block(nnx.Module):
         q_BxTxNxH = apply_rope(self.q(h, rng["q"]), positions_BxT, inv_freq)
         k_BxSxKxH = apply_rope(self.k(h, rng["k"]), positions_BxT, inv_freq)
         v_BxSxKxH = self.v(h, rng["v"])
-        if cache is not None:
-            k_cache, v_cache, index = cache
-            k_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(
-                k_cache, k_BxSxKxH.astype(k_cache.dtype), index, axis=1
-            )
-            v_BxSxKxH = jax.lax.dynamic_update_slice_in_dim(
-                v_cache, v_BxSxKxH.astype(v_cache.dtype), index, axis=1
-            )
-            cache = (k_BxSxKxH, v_BxSxKxH)
         q_BxTxNxH = constrain(q_BxTxNxH, ("act_batch", "act_len", "act_heads", None))
-        b, t, n, hd = q_BxTxNxH.shape
-        groups = n // self.num_kv_heads
-        q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, self.num_kv_heads, groups, hd)
-        scores = jnp.einsum(
-            "btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxSxKxH, preferred_element_type=jnp.float32
-        ) / jnp.sqrt(jnp.float32(hd))
-        # A finite fill keeps fully-masked (padding) rows finite; their outputs are unused.
-        scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
-        probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxH.dtype)
-        out = jnp.einsum("bkgts,bskh->btkgh", probs, v_BxSxKxH).reshape(b, t, n, hd)
+        out = attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS)
         x_BxTxD = x_BxTxD + self.o(out, rng["o"])
         x_BxTxD = constrain(x_BxTxD, ("act_batch", "act_len", "act_embed"))
 
@@ -126,7 +109,7 @@ class Block(nnx.Module):
         gated = jax.nn.silu(self.gate(h, rng["gate"])) * self.up(h, rng["up"])
         x_BxTxD = x_BxTxD + self.down(gated, rng["down"])
         x_BxTxD = constrain(x_BxTxD, ("act_batch", "act_len", "act_embed"))
-        return x_BxTxD if cache is None else (x_BxTxD, cache)
+        return x_BxTxD
 
 
 class Decoder(nnx.Module):
@@ -169,22 +152,14 @@ class Decoder(nnx.Module):
         segment_ids: jax.Array | None = None,
         *,
         dropout_rng: jax.Array | None = None,
-        cache: dict | None = None,
-    ):
-        """Final-norm hidden states [B, T, D]; with a `cache`, (hidden, updated cache)."""
+    ) -> jax.Array:
+        """Final-norm hidden states [B, T, D]."""
         b, t = tokens_BxT.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
         if segment_ids is None:
             segment_ids = jnp.ones((b, t), jnp.int32)
-        if cache is None:
-            mask_BxTxS = attention_mask(segment_ids)
-        else:
-            cache = dict(cache)
-            cache["segment_ids"] = jax.lax.dynamic_update_slice_in_dim(
-                cache["segment_ids"], segment_ids, cache["index"], axis=1
-            )
-            mask_BxTxS = cached_attention_mask(segment_ids, cache["segment_ids"], cache["index"])
+        mask_BxTxS = attention_mask(segment_ids)
         x = constrain(self.embed(tokens_BxT), ("act_batch", "act_len", "act_embed"))
 
         graphdef, stacked = nnx.split(self.blocks)
@@ -192,45 +167,14 @@ class Decoder(nnx.Module):
         if dropout_rng is not None:
             layer_rngs = jax.random.split(dropout_rng, self.cfg.num_layers)
 
-        if cache is None:
-
-            def body(x, layer):
-                layer_state, rng = layer
-                return nnx.merge(graphdef, layer_state)(x, positions, mask_BxTxS, rng), None
-
-            if self.cfg.remat_policy != "none":
-                body = jax.checkpoint(body, policy=_REMAT[self.cfg.remat_policy], prevent_cse=False)
-            x, _ = jax.lax.scan(body, x, (stacked, layer_rngs))
-            return self.final_norm(x)
-
-        # Decoding: the whole cache rides in the scan carry and each layer updates its
-        # slice in place, so a step writes T new entries instead of copying the cache.
-        def cached_body(carry, layer):
-            x, k_all, v_all, i = carry
+        def body(x, layer):
             layer_state, rng = layer
-            block = nnx.merge(graphdef, layer_state)
-            x, (k, v) = block(x, positions, mask_BxTxS, rng, cache=(k_all[i], v_all[i],
-                                                                     cache["index"]))  # fmt: skip
-            k_all = jax.lax.dynamic_update_index_in_dim(k_all, k, i, axis=0)
-            v_all = jax.lax.dynamic_update_index_in_dim(v_all, v, i, axis=0)
-            return (x, k_all, v_all, i + 1), None
+            return nnx.merge(graphdef, layer_state)(x, positions, mask_BxTxS, rng), None
 
-        init = (x, cache["k"], cache["v"], jnp.zeros((), jnp.int32))
-        (x, k_all, v_all, _), _ = jax.lax.scan(cached_body, init, (stacked, layer_rngs))
-        cache.update(k=k_all, v=v_all, index=cache["index"] + t)
-        return self.final_norm(x), cache
-
-    def init_cache(self, batch: int, max_len: int, dtype=None) -> dict:
-        """An empty KV cache: k, v [L, B, S, K, H], segment ids [B, S] (0 = empty), index."""
-        cfg = self.cfg
-        shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
-        dtype = dtype or cfg.jnp_dtype
-        return dict(
-            k=jnp.zeros(shape, dtype),
-            v=jnp.zeros(shape, dtype),
-            segment_ids=jnp.zeros((batch, max_len), jnp.int32),
-            index=jnp.zeros((), jnp.int32),
-        )
+        if self.cfg.remat_policy != "none":
+            body = jax.checkpoint(body, policy=_REMAT[self.cfg.remat_policy], prevent_cse=False)
+        x, _ = jax.lax.scan(body, x, (stacked, layer_rngs))
+        return self.final_norm(x)
 
     def unembedding(self) -> jax.Array:
         """The output projection [D, V] (the transposed embedding when tied)."""

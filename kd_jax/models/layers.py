@@ -118,10 +118,14 @@ class RMSNorm(nnx.Module):
         self.dtype = dtype
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x32 = x.astype(jnp.float32)
-        var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
-        normed = (x32 * jax.lax.rsqrt(var + self.eps)).astype(self.dtype)
-        return normed * self.scale[...].astype(self.dtype)
+        return rms_norm(x, self.scale[...], self.eps, self.dtype)
+
+
+def rms_norm(x: jax.Array, scale: jax.Array, eps: float, dtype) -> jax.Array:
+    x32 = x.astype(jnp.float32)
+    var = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    normed = (x32 * jax.lax.rsqrt(var + eps)).astype(dtype)
+    return normed * scale.astype(dtype)
 
 
 class Embed(nnx.Module):

@@ -1,9 +1,10 @@
 """Batched autoregressive sampling with a KV cache: greedy, temperature, top-k, top-p.
 
-`generate` is one jitted program: a prefill over the left-padded prompts, then a
-`lax.scan` of single-token steps that read and write the cache. Rows stop at a stop token
-(later positions hold `pad_id`). `generate_text` wraps it for strings and a tokenizer,
-bucketing prompt lengths so that a whole evaluation compiles only a few programs.
+`generate` is one jitted program: a prefill over the left-padded prompts, then a loop of
+single-token steps that read and write the cache (kd_jax/models/decode.py). Rows stop at
+a stop token (later positions hold `pad_id`); the loop ends when every row has stopped.
+`generate_text` wraps it for strings and a tokenizer, bucketing prompt lengths so that a
+whole evaluation compiles only a few programs.
 """
 
 from __future__ import annotations
@@ -83,19 +84,29 @@ def generate_tokens(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: Samp
     stops = jnp.asarray(cfg.stop_tokens or (-1,), jnp.int32)
     ones = jnp.ones((b, 1), jnp.int32)
 
-    def step(carry, step_rng):
-        logits, cache, pos, done = carry
-        token = sample_token(logits, step_rng, cfg)
-        token = jnp.where(done, cfg.pad_id, token)
-        now_done = done | jnp.isin(token, stops)
-        h, cache = decode.hidden(model, packed, token[:, None], pos[:, None], ones, cache)
-        return (decode.logits(packed, h)[:, 0], cache, pos + 1, now_done), (token, done)
+    keys = jax.random.split(rng, n)
 
-    init = (logits, cache, positions[:, -1] + 1, jnp.zeros((b,), bool))
-    _, (tokens, was_done) = jax.lax.scan(step, init, jax.random.split(rng, n))
-    tokens_BxN = tokens.T
-    lengths = jnp.sum(~was_done.T, axis=1)  # generated tokens, stop token included
-    return tokens_BxN, lengths
+    def not_finished(carry):
+        i, done = carry[0], carry[4]
+        return (i < n) & ~jnp.all(done)
+
+    def step(carry):
+        i, logits, cache, pos, done, tokens_NxB, lengths = carry
+        token = sample_token(logits, keys[i], cfg)
+        token = jnp.where(done, cfg.pad_id, token)
+        tokens_NxB = jax.lax.dynamic_update_index_in_dim(tokens_NxB, token, i, axis=0)
+        lengths = lengths + (~done).astype(jnp.int32)  # the stop token counts
+        done = done | jnp.isin(token, stops)
+        h, cache = decode.hidden(model, packed, token[:, None], pos[:, None], ones, cache)
+        return i + 1, decode.logits(packed, h)[:, 0], cache, pos + 1, done, tokens_NxB, lengths
+
+    # A while loop, not a scan: once every row has stopped, the remaining steps are skipped
+    # (their tokens stay `pad_id`, as a stopped row's would).
+    init = (jnp.zeros((), jnp.int32), logits, cache, positions[:, -1] + 1,
+            jnp.zeros((b,), bool), jnp.full((n, b), cfg.pad_id, jnp.int32),
+            jnp.zeros((b,), jnp.int32))  # fmt: skip
+    *_, tokens_NxB, lengths = jax.lax.while_loop(not_finished, step, init)
+    return tokens_NxB.T, lengths
 
 
 @functools.lru_cache(maxsize=32)

@@ -55,16 +55,21 @@ def test_top_k_one_is_greedy_and_seeded_sampling_reproduces(model):
 
 
 def test_stop_tokens_end_rows(model):
-    rows = [[5, 9, 2, 44, 7]]
-    ref = _greedy_reference(model, rows, 6)[0]
-    stop = int(ref[2])
-    first = int(np.argmax(ref == stop))
+    """Each row ends at its first stop token (kept, then padding) while the others run on;
+    here every row stops before max_new_tokens, so the loop also ends early."""
+    rows = [[5, 9, 2, 44, 7], [3, 1], [8, 8, 8, 8]]
+    n = 8
+    ref = _greedy_reference(model, rows, n)
+    stops = (int(ref[0, 2]), int(ref[1, 0]), int(ref[2, 3]))
     tokens, mask = left_pad(rows, pad_id=0)
-    cfg = SamplingConfig(max_new_tokens=6, stop_tokens=(stop,), pad_id=0)
+    cfg = SamplingConfig(max_new_tokens=n, stop_tokens=stops, pad_id=0)
     new, lengths = generate(model, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0), cfg)
-    assert int(lengths[0]) == first + 1
-    np.testing.assert_array_equal(np.asarray(new[0, : first + 1]), ref[: first + 1])
-    assert (np.asarray(new[0, first + 1 :]) == 0).all()
+    for i in range(len(rows)):
+        length = int(np.flatnonzero(np.isin(ref[i], stops))[0]) + 1
+        assert int(lengths[i]) == length
+        np.testing.assert_array_equal(np.asarray(new[i, :length]), ref[i, :length])
+        assert (np.asarray(new[i, length:]) == 0).all()
+    assert int(np.max(lengths)) < n
 
 
 def test_top_k_and_top_p_restrict_support():

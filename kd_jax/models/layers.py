@@ -74,17 +74,26 @@ class Dense(nnx.Module):
         self.lora_dropout = lora.dropout if lora is not None else 0.0
 
     def __call__(self, x: jax.Array, dropout_rng: jax.Array | None = None) -> jax.Array:
+        # As a 2-D matmul [tokens, fan_in] x [fan_in, fan_out]: the weight gradient then
+        # contracts over one dimension, not (batch, length), which spares XLA:CPU a strided
+        # transposed copy of the activations (~10% of a small KD step); same math.
         x = x.astype(self.dtype)
-        y = jnp.tensordot(x, self.kernel[...].astype(self.dtype), axes=self.num_in)
+        lead, fan_in = x.shape[: x.ndim - self.num_in], math.prod(x.shape[x.ndim - self.num_in :])
+        x2 = x.reshape(-1, fan_in)
+        kernel = self.kernel[...].astype(self.dtype)
+        out_shape = kernel.shape[self.num_in :]
+        y = (x2 @ kernel.reshape(fan_in, -1)).reshape(*lead, *out_shape)
         if self.bias is not None:
             y = y + self.bias[...].astype(self.dtype)
         if self.lora_a is not None:
-            xd = x
+            xd = x2
             if dropout_rng is not None and self.lora_dropout > 0.0:
-                keep = jax.random.bernoulli(dropout_rng, 1.0 - self.lora_dropout, x.shape)
-                xd = jnp.where(keep, x / (1.0 - self.lora_dropout), 0).astype(x.dtype)
-            low = jnp.tensordot(xd, self.lora_a[...].astype(self.dtype), axes=self.num_in)
-            y = y + self.lora_scale * jnp.tensordot(low, self.lora_b[...].astype(self.dtype), 1)
+                keep = jax.random.bernoulli(dropout_rng, 1.0 - self.lora_dropout, x2.shape)
+                xd = jnp.where(keep, x2 / (1.0 - self.lora_dropout), 0).astype(x.dtype)
+            low = xd @ self.lora_a[...].astype(self.dtype).reshape(fan_in, -1)
+            b = self.lora_b[...].astype(self.dtype)
+            delta = (low @ b.reshape(b.shape[0], -1)).reshape(*lead, *out_shape)
+            y = y + self.lora_scale * delta
         return y
 
     def merged_kernel(self) -> jax.Array:

@@ -42,10 +42,16 @@ def attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS) -> jax.Array:
     scores = jnp.einsum(
         "btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxSxKxH, preferred_element_type=jnp.float32
     ) / jnp.sqrt(jnp.float32(hd))
-    # A finite fill keeps fully-masked (padding) rows finite; their outputs are unused.
-    scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxH.dtype)
+    probs = masked_softmax(scores, mask_BxTxS, v_BxSxKxH.dtype)
     return jnp.einsum("bkgts,bskh->btkgh", probs, v_BxSxKxH).reshape(b, t, n, hd)
+
+
+def masked_softmax(scores_BxKxGxTxS, mask_BxTxS, dtype) -> jax.Array:
+    """Attention probabilities over S, masked positions excluded."""
+    # A finite fill keeps fully-masked (padding) rows finite; their outputs are unused.
+    fill = jnp.finfo(jnp.float32).min
+    scores = jnp.where(mask_BxTxS[:, None, None], scores_BxKxGxTxS, fill)
+    return jax.nn.softmax(scores, axis=-1).astype(dtype)
 
 
 class Block(nnx.Module):

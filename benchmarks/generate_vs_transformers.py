@@ -26,11 +26,10 @@ import numpy as np
 import torch
 import transformers
 
-from kd_jax import hf
-from kd_jax.models import presets
+from kd_jax.models import hf_io, presets
 from kd_jax.sampling import SamplingConfig, generate
 
-BUILTIN_VOCAB = 640  # kd_jax.data.tokenizer's default vocabulary size
+BUILTIN_VOCAB = 640  # kd_jax.data.builtin_tokenizer's default vocabulary size
 SHAPES = {
     "tiny-teacher": dict(preset="tiny-teacher", vocab_size=BUILTIN_VOCAB),
     "d256-v8k": dict(preset="tiny-teacher", vocab_size=8192, hidden_size=256,
@@ -50,7 +49,7 @@ def hf_model(shape: dict) -> transformers.PreTrainedModel:
 def measure(torch_model, args) -> dict:
     with tempfile.TemporaryDirectory() as d:
         torch_model.save_pretrained(d)
-        model = hf.load(d)
+        model = hf_io.load(d)
     vocab = torch_model.config.vocab_size
     prompts = np.random.default_rng(0).integers(1, vocab, (args.batch, args.prompt))
     scfg = SamplingConfig(max_new_tokens=args.new)

@@ -64,7 +64,7 @@ from kd_jax import losses
 from kd_jax import sharding as shd
 from kd_jax import step as step_lib
 from kd_jax.models import create_model
-from kd_jax.models.config import ModelConfig
+from kd_jax.models.model_config import ModelConfig
 from kd_jax.optim import learning_rate_schedule, make_optimizer
 from kd_jax.state import ModelParts
 

@@ -34,7 +34,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from kd_jax.config_checks import ConfigError
     from kd_jax.data import DataError
     from kd_jax.models import ModelConfigError
-    from kd_jax.models.hf import CheckpointError
+    from kd_jax.models.hf_io import CheckpointError
     from kd_jax.optim import OptimConfigError
     from kd_jax.sharding import ShardingError
     from kd_jax.state import ModelSourceError
@@ -108,7 +108,7 @@ def cmd_export(argv):
 
 
 def cmd_generate(argv):
-    from kd_jax.generate_cli import main
+    from kd_jax.generate import main
 
     return main(argv)
 
@@ -134,8 +134,8 @@ COMMANDS = {
     "generate": cmd_generate,
     "data": cmd_data,
     # Commands whose parser lives beside their library code: "module:function(argv)".
-    "eval": "kd_jax.evaluation.cli:main",
-    "report": "kd_jax.report.cli:main",
+    "eval": "kd_jax.evaluation.run_eval:main",
+    "report": "kd_jax.report.build:main",
     "sweep": "kd_jax.sweep:main",
     "plan": "kd_jax.plan:main",
     "cache-teacher": "kd_jax.teacher_cache:main",

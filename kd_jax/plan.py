@@ -49,11 +49,12 @@ from absl import flags
 from flax import nnx
 from ml_collections import ConfigDict, config_flags
 
-from kd_jax import builtin, hf, state, train
 from kd_jax import sharding as shd
+from kd_jax import state, train
 from kd_jax import step as step_lib
 from kd_jax.config_checks import validate
-from kd_jax.models import abstract_model, presets
+from kd_jax.data import builtin_paths
+from kd_jax.models import abstract_model, hf_io, presets
 from kd_jax.optim import learning_rate_schedule, make_optimizer
 
 DEVICE_FLAG = "--xla_force_host_platform_device_count"
@@ -117,7 +118,7 @@ def model_config(mc, vocab_size: int | None = None):
         return model_config(src, run.get("resolved_vocab_size") or vocab_size)
     lora = state.lora_config(mc)
     if mc.hf_path:
-        return hf.read_config(mc.hf_path, param_dtype=mc.param_dtype, lora=lora, **common)
+        return hf_io.read_config(mc.hf_path, param_dtype=mc.param_dtype, lora=lora, **common)
     if mc.preset:
         extra = {"vocab_size": vocab_size} if vocab_size else {}
         return presets.get(mc.preset, param_dtype=mc.param_dtype, lora=lora, **common, **extra)
@@ -238,7 +239,7 @@ def _abstract_batch(config, mesh, rules) -> tuple[dict, list[str]]:
              for k in step_lib.BATCH_KEYS}  # fmt: skip
     notes = []
     if config.kd.teacher_cache:
-        meta = Path(builtin.resolve(config.kd.teacher_cache)) / "meta.json"
+        meta = Path(builtin_paths.resolve(config.kd.teacher_cache)) / "meta.json"
         if meta.exists():
             k = json.loads(meta.read_text())["k"]
         else:

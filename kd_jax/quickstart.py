@@ -11,9 +11,9 @@ import json
 import time
 from pathlib import Path
 
-from kd_jax import builtin, train
-from kd_jax.data import is_correct, load_tokenizer, read_records
-from kd_jax.metrics import read_metrics
+from kd_jax import train
+from kd_jax.data import builtin_paths, is_correct, load_tokenizer, read_records
+from kd_jax.metrics_log import read_metrics
 from kd_jax.models_from_runs import load_trained
 from kd_jax.sampling import SamplingConfig, generate_text
 
@@ -58,7 +58,7 @@ def main(workdir: str | Path, steps_scale: float = 1.0) -> dict:
         t0 = time.time()
         train.run(config, root / name)
         rows = [r for r in read_metrics(root / name) if "eval_ce" in r]
-        test = builtin.resolve(config.data.validation)
+        test = builtin_paths.resolve(config.data.validation)
         acc = builtin_accuracy(root / name, test, config.eval.num_examples)
         results[name] = {
             "model": config.student.preset,

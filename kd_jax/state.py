@@ -23,9 +23,8 @@ from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
 from kd_jax import checkpoint as ckpt_lib
-from kd_jax import hf
 from kd_jax import sharding as shd
-from kd_jax.models import Decoder, LoraConfig, create_model, presets
+from kd_jax.models import Decoder, LoraConfig, create_model, hf_io, presets
 
 
 class ModelSourceError(ValueError):
@@ -121,7 +120,7 @@ def build_model(
             )
         return parts
     if mc.hf_path:
-        model = hf.load(
+        model = hf_io.load(
             mc.hf_path,
             param_dtype=mc.param_dtype,
             mesh=mesh,

@@ -12,7 +12,7 @@ and optionally
         {"teacher.workdir": "model=qwen2.5-7b,method=sft,task=math"}. Dependencies
         that are not in sweep() (a teacher to train first) are run all the same.
   evaluation(arg) -> dict              keyword arguments of
-        kd_jax.evaluation.cli.evaluate_run (data_root, teacher, meta, checkpoint, ...);
+        kd_jax.evaluation.run_eval.evaluate_run (data_root, teacher, meta, checkpoint, ...);
         the default evaluates KD runs against their own teacher (teacher="auto").
 
 Each condition runs in WORKDIR/<name>, its arg made into a folder name ("pair=a-b,tau=2"
@@ -240,7 +240,7 @@ def run_sweep(
         return {"conditions": conds}
 
     from kd_jax import train
-    from kd_jax.evaluation.cli import evaluate_run
+    from kd_jax.evaluation.run_eval import evaluate_run
 
     result: dict = {"done": [], "skipped": [], "failed": {}, "report": None}
     for i, arg in enumerate(conds, 1):

@@ -116,8 +116,8 @@ def synthesize_labels(generate: Callable[[list[str]], list[str]], inputs: list[d
 
 
 def _read_jsonl(path: str) -> list[dict]:
-    from kd_jax.builtin import resolve
     from kd_jax.data import read_records
+    from kd_jax.data.builtin_paths import resolve
 
     source = read_records(resolve(path), fmt="chat")
     return [source[i] for i in range(len(source))]

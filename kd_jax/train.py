@@ -21,14 +21,13 @@ import jax.numpy as jnp
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
-from kd_jax import builtin
 from kd_jax import sharding as shd
 from kd_jax import step as step_lib
 from kd_jax.checkpoint import Checkpointer
 from kd_jax.config_checks import ConfigError, validate
-from kd_jax.data import DataConfig, make_pipeline
+from kd_jax.data import DataConfig, builtin_paths, make_pipeline
 from kd_jax.data.packing import TOPK_KEYS
-from kd_jax.metrics import MetricsWriter, to_python
+from kd_jax.metrics_log import MetricsWriter, to_python
 from kd_jax.onpolicy import make_onpolicy_fn, use_onpolicy
 from kd_jax.optim import learning_rate_schedule, make_optimizer
 from kd_jax.sampling import SamplingConfig
@@ -62,7 +61,7 @@ def setup(config: ConfigDict) -> Run:
     batch_sharding = shd.batch_sharding(mesh, rules)
     data = config.data.to_dict()
     for key in ("train", "validation", "tokenizer"):
-        data[key] = builtin.resolve(data[key])
+        data[key] = builtin_paths.resolve(data[key])
     pipeline = make_pipeline(DataConfig.from_mapping(data), sharding=batch_sharding)
     vocab = len(pipeline.tokenizer)
     common = dict(vocab_size=vocab, mesh=mesh, rules=rules, seed=config.seed)
@@ -110,7 +109,9 @@ def _attach_teacher_cache(config: ConfigDict, pipeline, student: ModelParts) -> 
     """Training reads the teacher's top-k from `kd.teacher_cache` instead of running it."""
     from kd_jax.teacher_cache import TeacherCache, cache_key
 
-    cache = TeacherCache(builtin.resolve(config.kd.teacher_cache), cache_key(config, pipeline))
+    cache = TeacherCache(
+        builtin_paths.resolve(config.kd.teacher_cache), cache_key(config, pipeline)
+    )
     cache_vocab = cache.meta["vocab_size"]
     if cache_vocab != student.cfg.vocab_size and not config.kd.vocab_size:
         raise ConfigError(

@@ -31,11 +31,11 @@ def devices():
 @pytest.fixture(scope="session")
 def builtin_dir(tmp_path_factory):
     """The built-in data and tokenizer, generated once per test session."""
-    from kd_jax import builtin
+    from kd_jax.data import builtin_paths
 
     path = tmp_path_factory.mktemp("builtin")
     os.environ["KD_JAX_BUILTIN_DIR"] = str(path / "b")
-    builtin.ensure()
+    builtin_paths.ensure()
     return path / "b"
 
 

@@ -124,15 +124,15 @@ def test_a_printed_command_parses_with_the_train_cli(tmp_path, capsys, monkeypat
 
 @pytest.mark.parametrize("scale", ["smoke", "full"])
 def test_miniature_plan_builds_valid_configs_in_dependency_order(scale, tmp_path):
-    from kd_jax.miniature import plan, runner
+    from kd_jax.miniature import conditions, suite
 
-    runs = plan.build_plan(plan.SCALES[scale])
+    runs = conditions.build_plan(conditions.SCALES[scale])
     names = [r.name for r in runs]
     assert len(set(names)) == len(names)
     for i, run in enumerate(runs):
-        validate(runner.resolve_paths(run, tmp_path), None)
+        validate(suite.resolve_paths(run, tmp_path), None)
         for need in run.needs:
             if need in names:
                 assert names.index(need) < i, (run.name, need)
     seeds = {r.meta.get("seed") for r in runs if "c" in r.groups}
-    assert seeds == set(plan.SCALES[scale].seeds)
+    assert seeds == set(conditions.SCALES[scale].seeds)

@@ -8,7 +8,13 @@ import re
 
 import pytest
 
-from kd_jax.data import build_tokenizer, builtin, extract_answer, is_correct, write_builtin_data
+from kd_jax.data import (
+    build_tokenizer,
+    extract_answer,
+    is_correct,
+    synthetic_tasks,
+    write_builtin_data,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +32,7 @@ def read(path):
 def test_every_file_has_task_answer_and_a_correct_final_reply(data_dir):
     manifest = json.loads((data_dir / "manifest.json").read_text())
     assert set(manifest["counts"]) == {
-        f"{fam}/{split}" for fam, sizes in builtin.DEFAULT_SIZES.items() for split in sizes
+        f"{fam}/{split}" for fam, sizes in synthetic_tasks.DEFAULT_SIZES.items() for split in sizes
     }
     for key, path in manifest["files"].items():
         fmt, family, split = key.split("/")
@@ -44,10 +50,10 @@ def test_every_file_has_task_answer_and_a_correct_final_reply(data_dir):
 def test_arith_answers_are_the_arithmetic_of_the_question():
     rng = random.Random(0)
     for _ in range(300):
-        p = builtin.gen_arith(rng)
+        p = synthetic_tasks.gen_arith(rng)
         q, reply = p.turns[0]
         numbers = [int(x) for x in re.findall(r"\d+", q)]
-        signs = [1] + [-1 if any(v in s for v in builtin.LOSS_VERBS) else 1
+        signs = [1] + [-1 if any(v in s for v in synthetic_tasks.LOSS_VERBS) else 1
                        for s in q.split(" . ")[1:-1]]  # fmt: skip
         assert sum(s * n for s, n in zip(signs, numbers, strict=True)) == int(p.answer)
         # Every equation in the rationale is true arithmetic.
@@ -70,7 +76,7 @@ def test_questions_admit_several_rationales():
         steps = [("+", rng.randint(1, 9)), ("-", rng.randint(1, 5)), ("+", rng.randint(1, 9))]
         start = rng.randint(10, 40)
         answer = start + steps[0][1] - steps[1][1] + steps[2][1]
-        styles = builtin._arith_rationales(name, obj, start, steps, answer)
+        styles = synthetic_tasks._arith_rationales(name, obj, start, steps, answer)
         multi += len(set(styles.values())) >= 5
         styles_seen.update(styles)
         for text in styles.values():
@@ -78,7 +84,7 @@ def test_questions_admit_several_rationales():
     assert multi == 200
     # In generated data one question text maps to more than one reply.
     by_question = collections.defaultdict(set)
-    for p in builtin.generate("compare", "train", 3000, seed=0):
+    for p in synthetic_tasks.generate("compare", "train", 3000, seed=0):
         by_question[p.turns[0][0]].add(p.turns[0][1])
     assert any(len(r) > 1 for r in by_question.values())
 
@@ -89,10 +95,10 @@ def test_human_data_is_smaller_terser_and_noisier(data_dir):
     assert len(human) < len(train)
     mean_len = lambda rs: sum(len(r["messages"][1]["content"]) for r in rs) / len(rs)
     assert mean_len(human) < mean_len(train)
-    big = builtin.generate("arith", "human", 4000, seed=0)
+    big = synthetic_tasks.generate("arith", "human", 4000, seed=0)
     noisy = sum(p.noisy for p in big) / len(big)
     assert 0.03 < noisy < 0.07  # HUMAN_NOISE = 0.05
-    assert not any(p.noisy for p in builtin.generate("arith", "train", 1000, seed=0))
+    assert not any(p.noisy for p in synthetic_tasks.generate("arith", "train", 1000, seed=0))
 
 
 def test_deterministic_multi_turn_and_test_split_disjoint(data_dir, tmp_path):
@@ -101,38 +107,40 @@ def test_deterministic_multi_turn_and_test_split_disjoint(data_dir, tmp_path):
         assert filecmp.cmp(data_dir / sub, tmp_path / sub, shallow=False)
     train = read(data_dir / "chat" / "arith" / "train.jsonl")
     assert any(len(r["messages"]) == 4 for r in train)  # follow-up turns exist
-    for family in builtin.FAMILIES:
+    for family in synthetic_tasks.FAMILIES:
         test_q = {r["instruction"] for r in read(data_dir / "alpaca" / family / "test.jsonl")}
         train_q = {r["instruction"] for r in read(data_dir / "alpaca" / family / "train.jsonl")}
         assert not test_q & train_q
-    other = builtin.generate("arith", "train", 50, seed=4)
-    assert [p.turns for p in other] != [p.turns for p in builtin.generate("arith", "train", 50, 3)]
+    other = synthetic_tasks.generate("arith", "train", 50, seed=4)
+    assert [p.turns for p in other] != [
+        p.turns for p in synthetic_tasks.generate("arith", "train", 50, 3)
+    ]
 
 
 def test_cipher_translation_is_consistent():
-    inverse = {z: e for e, z in builtin.ZORBIC.items()}
+    inverse = {z: e for e, z in synthetic_tasks.ZORBIC.items()}
 
     def english_base(w):
         if w == "children":
             return "child"
         for cand in (w, w[:-1], w + "s"):  # "cats" -> "cat", "see" -> "sees"
-            if cand in builtin.ZORBIC:
+            if cand in synthetic_tasks.ZORBIC:
                 return cand
         raise AssertionError(w)
 
     def zorbic_base(w):
         return w if w in inverse else w.removesuffix("ki")
 
-    for p in builtin.generate("cipher", "train", 300, seed=0):
+    for p in synthetic_tasks.generate("cipher", "train", 300, seed=0):
         q = p.turns[0][0]
         src = q.split(" : ", 1)[1].removesuffix(" .").split()
         english, zorbic = (src, p.answer.split()) if "Zorbic" in q else (p.answer.split(), src)
-        assert sorted(builtin.ZORBIC[english_base(w)] for w in english) == sorted(
+        assert sorted(synthetic_tasks.ZORBIC[english_base(w)] for w in english) == sorted(
             zorbic_base(w) for w in zorbic
         )
-        assert inverse[zorbic[-1]] in builtin._VERBS  # the verb goes last
+        assert inverse[zorbic[-1]] in synthetic_tasks._VERBS  # the verb goes last
         assert sum(w not in inverse for w in zorbic) == sum(  # plurals: "miroki"
-            english_base(w) != w and english_base(w) not in builtin._VERBS for w in english
+            english_base(w) != w and english_base(w) not in synthetic_tasks._VERBS for w in english
         )
 
 
@@ -159,7 +167,9 @@ def test_tokenizer_loads_with_autotokenizer_and_spells_numbers(tmp_path):
     text = "Mia starts with 17 stamps . She sells 9 . The answer is 8 ."
     ids = tok(text)["input_ids"]
     assert ids[0] == tok.bos_token_id and tok.decode(ids, skip_special_tokens=True) == text
-    for word in builtin.NAMES + builtin.OBJECTS + list(builtin.ZORBIC.values()):
+    for word in (
+        synthetic_tasks.NAMES + synthetic_tasks.OBJECTS + list(synthetic_tasks.ZORBIC.values())
+    ):
         assert len(tok(" " + word, add_special_tokens=False)["input_ids"]) == 1, word
     chat = [{"role": "user", "content": "Hi ."}, {"role": "assistant", "content": "Yes ."}]
     assert (

@@ -7,7 +7,7 @@ deleting commas; AQuA = first of A|B|C|D|E anywhere; commonsense = first label m
 
 import pytest
 
-from kd_jax.data import builtin, templates
+from kd_jax.data import synthetic_tasks, templates
 from kd_jax.evaluation import extract as ex
 from kd_jax.evaluation.tasks import get_task
 
@@ -141,8 +141,8 @@ def test_bad_mode_is_a_clear_error():
 
 def test_builtin_scoring_agrees_with_the_data_module():
     task = get_task("cipher")
-    for p in builtin.generate("cipher", "test", 20, seed=3):
+    for p in synthetic_tasks.generate("cipher", "test", 20, seed=3):
         reply, gold = p.turns[0][1], p.answer
         for text in (reply, reply.replace(" .", " !"), "The answer is ta ."):
             pred = task.answer("", text, "faithful")[1]
-            assert task.correct(pred, gold) == builtin.is_correct(text, gold)
+            assert task.correct(pred, gold) == synthetic_tasks.is_correct(text, gold)

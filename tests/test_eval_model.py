@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from kd_jax.data.tokenizer import build_tokenizer
+from kd_jax.data.builtin_tokenizer import build_tokenizer
 from kd_jax.evaluation import evaluate, make_loglikelihood, model_logits_fn
 from kd_jax.evaluation.generation import make_generate
 from kd_jax.evaluation.loglik import encode_pair, mc_choice

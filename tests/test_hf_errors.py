@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kd_jax import hf
-from kd_jax.models import ModelConfigError
+from kd_jax.models import ModelConfigError, hf_io
 from kd_jax.models.safetensors_io import SafetensorsFile, save_file
 from tests.hf_fixtures import llama_config, make_hf_model
 
@@ -26,14 +25,14 @@ def _rewrite_weights(folder, edit):
 
 
 def test_missing_folder(tmp_path):
-    with pytest.raises(hf.CheckpointError, match="does not exist"):
-        hf.load(tmp_path / "nope")
+    with pytest.raises(hf_io.CheckpointError, match="does not exist"):
+        hf_io.load(tmp_path / "nope")
 
 
 def test_no_config_json(checkpoint):
     (checkpoint / "config.json").unlink()
-    with pytest.raises(hf.CheckpointError, match="has no config.json"):
-        hf.load(checkpoint)
+    with pytest.raises(hf_io.CheckpointError, match="has no config.json"):
+        hf_io.load(checkpoint)
 
 
 def test_unsupported_architecture(checkpoint):
@@ -41,7 +40,7 @@ def test_unsupported_architecture(checkpoint):
     cfg.update(architectures=["MistralForCausalLM"], model_type="mistral")
     (checkpoint / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelConfigError, match="Unsupported architecture.*MistralForCausalLM"):
-        hf.load(checkpoint)
+        hf_io.load(checkpoint)
 
 
 def test_unsupported_rope_scaling(checkpoint):
@@ -50,13 +49,15 @@ def test_unsupported_rope_scaling(checkpoint):
     cfg["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0}
     (checkpoint / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(ModelConfigError, match="Unsupported rope scaling 'yarn'"):
-        hf.load(checkpoint)
+        hf_io.load(checkpoint)
 
 
 def test_missing_tensor(checkpoint):
     _rewrite_weights(checkpoint, lambda t: t.pop("model.layers.0.mlp.up_proj.weight"))
-    with pytest.raises(hf.CheckpointError, match="no tensor 'model.layers.0.mlp.up_proj.weight'"):
-        hf.load(checkpoint)
+    with pytest.raises(
+        hf_io.CheckpointError, match="no tensor 'model.layers.0.mlp.up_proj.weight'"
+    ):
+        hf_io.load(checkpoint)
 
 
 def test_shape_mismatch(checkpoint):
@@ -64,21 +65,21 @@ def test_shape_mismatch(checkpoint):
         t["model.norm.weight"] = t["model.norm.weight"][:-1]
 
     _rewrite_weights(checkpoint, shrink)
-    with pytest.raises(hf.CheckpointError, match="'model.norm.weight' has shape \\[63\\]"):
-        hf.load(checkpoint)
+    with pytest.raises(hf_io.CheckpointError, match="'model.norm.weight' has shape \\[63\\]"):
+        hf_io.load(checkpoint)
 
 
 def test_pickle_checkpoint_is_refused(tmp_path):
     model = make_hf_model(llama_config(num_hidden_layers=1), tmp_path)
     (tmp_path / "model.safetensors").unlink()
     torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
-    with pytest.raises(hf.CheckpointError, match="pickle checkpoints.*safe_serialization=True"):
-        hf.load(tmp_path)
+    with pytest.raises(hf_io.CheckpointError, match="pickle checkpoints.*safe_serialization=True"):
+        hf_io.load(tmp_path)
 
 
 def test_missing_shard_listed_in_index(tmp_path):
     make_hf_model(llama_config(num_hidden_layers=1), tmp_path, max_shard_size="20KB")
     shard = sorted(tmp_path.glob("model-*.safetensors"))[0]
     shard.unlink()
-    with pytest.raises(hf.CheckpointError, match=f"lists shard.*{shard.name}"):
-        hf.load(tmp_path)
+    with pytest.raises(hf_io.CheckpointError, match=f"lists shard.*{shard.name}"):
+        hf_io.load(tmp_path)

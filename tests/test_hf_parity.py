@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import transformers
 
-from kd_jax import hf
+from kd_jax.models import hf_io
 from tests.hf_fixtures import hf_logits, llama_config, make_hf_model, qwen2_config
 
 CONFIGS = {"llama": llama_config, "qwen2": qwen2_config}
@@ -24,7 +24,7 @@ def _tokens(vocab, b=2, t=11, seed=0):
 
 def test_logits_match_transformers(checkpoint):
     family, path, torch_model = checkpoint
-    model = hf.load(path)
+    model = hf_io.load(path)
     assert model.cfg.family == family
     tokens = _tokens(model.cfg.vocab_size)
     ours = np.asarray(model(jnp.asarray(tokens)))
@@ -33,7 +33,7 @@ def test_logits_match_transformers(checkpoint):
 
 def test_left_padding_and_explicit_positions(checkpoint):
     _, path, torch_model = checkpoint
-    model = hf.load(path)
+    model = hf_io.load(path)
     tokens = _tokens(model.cfg.vocab_size, t=9, seed=1)
     mask = np.ones_like(tokens)
     mask[0, :3] = 0  # left padding of the first row
@@ -49,7 +49,7 @@ def test_left_padding_and_explicit_positions(checkpoint):
 def test_positions_offset_matches(checkpoint):
     """Explicit positions that do not start at zero (e.g. a continued sequence)."""
     _, path, torch_model = checkpoint
-    model = hf.load(path)
+    model = hf_io.load(path)
     tokens = _tokens(model.cfg.vocab_size, t=7, seed=2)
     positions = np.arange(7)[None].repeat(2, 0) + np.array([[5], [40]])
     ref = hf_logits(torch_model, tokens, position_ids=positions)
@@ -59,8 +59,8 @@ def test_positions_offset_matches(checkpoint):
 
 def test_round_trip_through_save(checkpoint, tmp_path):
     _, path, torch_model = checkpoint
-    model = hf.load(path)
-    out = hf.save(model, tmp_path / "export")
+    model = hf_io.load(path)
+    out = hf_io.save(model, tmp_path / "export")
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype="float32")
     tokens = _tokens(model.cfg.vocab_size, seed=3)
     np.testing.assert_allclose(
@@ -71,7 +71,7 @@ def test_round_trip_through_save(checkpoint, tmp_path):
 def test_sharded_index_checkpoint_loads(tmp_path):
     torch_model = make_hf_model(llama_config(), tmp_path, max_shard_size="20KB")
     assert (tmp_path / "model.safetensors.index.json").exists()
-    model = hf.load(tmp_path)
+    model = hf_io.load(tmp_path)
     tokens = _tokens(model.cfg.vocab_size, seed=4)
     np.testing.assert_allclose(
         np.asarray(model(jnp.asarray(tokens))), hf_logits(torch_model, tokens), atol=1e-4, rtol=0
@@ -80,8 +80,8 @@ def test_sharded_index_checkpoint_loads(tmp_path):
 
 def test_save_writes_sharded_index(tmp_path):
     torch_model = make_hf_model(qwen2_config(), tmp_path / "src")
-    model = hf.load(tmp_path / "src")
-    out = hf.save(model, tmp_path / "out", max_shard_bytes=40_000)
+    model = hf_io.load(tmp_path / "src")
+    out = hf_io.save(model, tmp_path / "out", max_shard_bytes=40_000)
     assert (out / "model.safetensors.index.json").exists()
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype="float32")
     tokens = _tokens(model.cfg.vocab_size, seed=5)
@@ -92,7 +92,7 @@ def test_save_writes_sharded_index(tmp_path):
 
 def test_bfloat16_load_keeps_storage_dtype(tmp_path):
     make_hf_model(qwen2_config(), tmp_path, seed=1)
-    model = hf.load(tmp_path, param_dtype="bfloat16", dtype="bfloat16")
+    model = hf_io.load(tmp_path, param_dtype="bfloat16", dtype="bfloat16")
     assert model.blocks.q.kernel[...].dtype == jnp.bfloat16
     logits = model(jnp.asarray(_tokens(model.cfg.vocab_size)))
     assert bool(jnp.all(jnp.isfinite(logits)))

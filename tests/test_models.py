@@ -7,13 +7,13 @@ import pytest
 import transformers
 from flax import nnx
 
-from kd_jax import hf
 from kd_jax import sharding as shd
 from kd_jax.models import (
     LoraConfig,
     ModelConfigError,
     abstract_model,
     create_model,
+    hf_io,
     param_count,
     presets,
 )
@@ -28,8 +28,8 @@ def _tokens(vocab, b=4, t=12, seed=0):
 def test_sharded_load_equals_single_device(family, tmp_path, devices):
     make_hf_model(llama_config() if family == "llama" else qwen2_config(), tmp_path)
     mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-    single = hf.load(tmp_path)
-    sharded = hf.load(tmp_path, mesh=mesh)
+    single = hf_io.load(tmp_path)
+    sharded = hf_io.load(tmp_path, mesh=mesh)
     # The parameters really are split: q kernel [L, embed, heads, head_dim] over fsdp/tensor.
     q = sharded.blocks.q.kernel[...]
     assert tuple(q.sharding.spec) == (None, "fsdp", "tensor", None)
@@ -73,8 +73,8 @@ def test_make_mesh_fill_and_errors(devices):
 
 def test_lora_zero_init_is_identity_and_merge_matches(tmp_path):
     make_hf_model(llama_config(), tmp_path / "base")
-    base = hf.load(tmp_path / "base")
-    lora = hf.load(tmp_path / "base", lora=LoraConfig(rank=4, alpha=8, dropout=0.0))
+    base = hf_io.load(tmp_path / "base")
+    lora = hf_io.load(tmp_path / "base", lora=LoraConfig(rank=4, alpha=8, dropout=0.0))
     tokens = _tokens(base.cfg.vocab_size)
     np.testing.assert_allclose(np.asarray(lora(tokens)), np.asarray(base(tokens)), atol=1e-6)
     # Only adapters are trainable parameters beside the frozen base.
@@ -91,10 +91,10 @@ def test_lora_zero_init_is_identity_and_merge_matches(tmp_path):
             module.lora_b[...] = 0.05 * jax.random.normal(sub, b.shape, b.dtype)
     unmerged = np.asarray(lora(tokens))
     assert np.abs(unmerged - np.asarray(base(tokens))).max() > 1e-3
-    out = hf.save(lora, tmp_path / "merged")
+    out = hf_io.save(lora, tmp_path / "merged")
     torch_model = transformers.AutoModelForCausalLM.from_pretrained(out, dtype="float32")
     np.testing.assert_allclose(hf_logits(torch_model, np.asarray(tokens)), unmerged, atol=1e-4)
-    np.testing.assert_allclose(np.asarray(hf.load(out)(tokens)), unmerged, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(np.asarray(hf_io.load(out)(tokens)), unmerged, atol=1e-5, rtol=0)
 
 
 def test_lora_dropout_changes_output_only_with_rng():

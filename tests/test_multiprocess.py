@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 from kd_jax.data import DataConfig, make_pipeline
-from kd_jax.metrics import read_metrics
+from kd_jax.metrics_log import read_metrics
 
 STEPS = 3
 ARGS = [
@@ -116,10 +116,10 @@ def _final(log: str) -> dict:
 
 def test_two_hosts_read_the_one_host_batch_reordered(builtin_dir):
     """The per-host pipelines of 2 processes, side by side, against 1 process."""
-    from kd_jax import builtin
+    from kd_jax.data import builtin_paths
 
-    cfg = dict(train=builtin.resolve("builtin:chat/arith/human"), batch_size=8,
-               tokenizer=builtin.resolve("builtin:tokenizer"), max_length=48,
+    cfg = dict(train=builtin_paths.resolve("builtin:chat/arith/human"), batch_size=8,
+               tokenizer=builtin_paths.resolve("builtin:tokenizer"), max_length=48,
                packing=False, prefetch_batches=0)  # fmt: skip
     one = make_pipeline(DataConfig(**cfg), process_index=0, process_count=1).train_iterator()
     hosts = [
@@ -190,8 +190,8 @@ def checkpoint_round_trip(workdir: str) -> dict:
     import jax
     from jax.sharding import NamedSharding, PartitionSpec
 
-    from kd_jax import builtin
     from kd_jax.checkpoint import Checkpointer, abstract_like
+    from kd_jax.data import builtin_paths
 
     mesh = shd.make_mesh({"data": -1})
     full = np.arange(16, dtype=np.float32)
@@ -200,8 +200,8 @@ def checkpoint_round_trip(workdir: str) -> dict:
     )
     step = jax.device_put(np.int32(2), NamedSharding(mesh, PartitionSpec()))
     state = {"params": {"w": w}, "step": step}
-    cfg = DataConfig(train=builtin.resolve("builtin:chat/arith/human"),
-                     tokenizer=builtin.resolve("builtin:tokenizer"), **PACKED)  # fmt: skip
+    cfg = DataConfig(train=builtin_paths.resolve("builtin:chat/arith/human"),
+                     tokenizer=builtin_paths.resolve("builtin:tokenizer"), **PACKED)  # fmt: skip
     live = make_pipeline(cfg).train_iterator()
     for _ in range(2):
         next(live)

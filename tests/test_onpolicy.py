@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from kd_jax import onpolicy, train
-from kd_jax.metrics import read_metrics
+from kd_jax.metrics_log import read_metrics
 from kd_jax.sampling import SamplingConfig, generate
 
 

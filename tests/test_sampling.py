@@ -7,9 +7,8 @@ import pytest
 import torch
 from flax import nnx
 
-from kd_jax import hf
 from kd_jax import sharding as shd
-from kd_jax.models import LoraConfig, create_model, presets
+from kd_jax.models import LoraConfig, create_model, hf_io, presets
 from kd_jax.sampling import SamplingConfig, generate, left_pad, sample_token
 from tests.hf_fixtures import llama_config, make_hf_model
 
@@ -85,7 +84,7 @@ def test_top_k_and_top_p_restrict_support():
 
 def test_matches_transformers_greedy_generate(tmp_path):
     torch_model = make_hf_model(llama_config(), tmp_path)
-    model = hf.load(tmp_path)
+    model = hf_io.load(tmp_path)
     prompt = [[3, 17, 29, 41, 5, 66]]
     with torch.no_grad():
         ref = torch_model.generate(

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from kd_jax.data import packing, subsets
-from kd_jax.data.config import DataConfig
+from kd_jax.data.data_config import DataConfig
 from kd_jax.data.sources import DataError, open_source
 from kd_jax.data.tokenize import ExampleTokenizer, load_tokenizer
 

@@ -20,8 +20,8 @@ from kd_jax.evaluation.fidelity import (
     write_fidelity,
 )
 from kd_jax.evaluation.generation import make_generate
+from kd_jax.evaluation.harness import evaluate
 from kd_jax.evaluation.loglik import make_loglikelihood, model_logits_fn
-from kd_jax.evaluation.runner import evaluate
 from kd_jax.evaluation.tasks import (
     GROUPS,
     TASKS,

@@ -4,7 +4,7 @@ A task is one declarative `Task` entry. Study B's 14 zero-shot tasks read the
 LLM-Adapters test files (`dataset/<dir>/test.json`, a JSON list of records with
 `instruction`, `input`, `output`, `answer`) and ask with the Alpaca evaluation prompt,
 which ends right after "### Response:". The built-in CPU tasks read the chat JSONL
-written by `kd_jax.data.builtin` (`chat/<family>/test.jsonl`: `messages`, `task`,
+written by `kd_jax.data.synthetic_tasks` (`chat/<family>/test.jsonl`: `messages`, `task`,
 `answer`). Adding a task is a few lines (extractors and rules live in extract.py),
 e.g. a BBH subset scored by its last True/False:
 
@@ -30,8 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from kd_jax.data import builtin, templates
-from kd_jax.data import tokenizer as builtin_tokenizer
+from kd_jax.data import builtin_tokenizer, synthetic_tasks, templates
 from kd_jax.evaluation import extract as ex
 
 
@@ -276,20 +275,20 @@ for _name, _dir, _prefix, _k in _COMMONSENSE:
         groups=("study_b",),
     )  # fmt: skip
 
-# The built-in CPU tasks (kd_jax.data.builtin): "The answer is X ." read back by its own
+# The built-in CPU tasks (kd_jax.data.synthetic_tasks): "The answer is X ." read back by its own
 # extractor; the cipher family is translation, so it also reports chrF. The `_alpaca`
 # twins read the same test questions in Alpaca format and ask with Study B's prompt, for
 # the CPU variants of Study B's configs (trained on Alpaca records).
-for _family in builtin.FAMILIES:
+for _family in synthetic_tasks.FAMILIES:
     _metrics = ("accuracy", "chrf") if _family == "cipher" else ("accuracy",)
     register(
         Task(_family, "builtin", f"chat/{_family}/test.jsonl", load=load_jsonl, prompt=chat_prompt,
-             response=CHAT_RESPONSES, extract={"faithful": builtin.extract_answer},
+             response=CHAT_RESPONSES, extract={"faithful": synthetic_tasks.extract_answer},
              correct=ex.text_correct, metrics=_metrics),
     )  # fmt: skip
     register(
         Task(f"{_family}_alpaca", "builtin_alpaca", f"alpaca/{_family}/test.jsonl",
-             load=load_jsonl, extract={"faithful": builtin.extract_answer},
+             load=load_jsonl, extract={"faithful": synthetic_tasks.extract_answer},
              correct=ex.text_correct, metrics=_metrics),
     )  # fmt: skip
 

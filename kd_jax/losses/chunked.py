@@ -17,13 +17,13 @@ import jax.numpy as jnp
 from kd_jax.losses import fused
 from kd_jax.losses.kd import (
     KDLossConfig,
-    _aligned,
-    _check_call,
-    _check_hidden,
-    _logits,
-    _terms,
-    _token_weights,
-    _weighted_sums,
+    align_config_vocab,
+    check_call,
+    check_hidden,
+    logits_of,
+    terms_dict,
+    token_weights,
+    weighted_sums,
 )
 
 
@@ -33,16 +33,16 @@ def _scan_chunks(cfg, hs, w_s, teacher_xs, w_t, targets, weights, ids, rng, with
     def body(dw_acc, xs):
         h_c, t_c, tgt_c, wt_c, id_c = xs
         if "h" in t_c:
-            teacher = _logits(t_c["h"], w_t)
+            teacher = logits_of(t_c["h"], w_t)
         elif "values" in t_c:
             teacher = (t_c["values"], t_c["indices"])
         else:
             teacher = None
 
         def sums(s_logits):
-            return _weighted_sums(cfg, s_logits, teacher, tgt_c, wt_c, id_c, rng)
+            return weighted_sums(cfg, s_logits, teacher, tgt_c, wt_c, id_c, rng)
 
-        s_logits = _logits(h_c, w_s)  # [C, V] float32
+        s_logits = logits_of(h_c, w_s)  # [C, V] float32
         if not with_grad:
             loss, (div, ce) = sums(s_logits)
             return dw_acc, ((loss, div, ce), None)
@@ -99,10 +99,10 @@ def chunked_kd_loss(
     model alive at a time. Not forward-mode differentiable (custom VJP)."""
     if not (isinstance(chunk_size, int) and chunk_size > 0):
         raise ValueError(f"chunk_size must be a positive integer; got {chunk_size!r}.")
-    _check_hidden(h_s, w_s, h_t, w_t)
-    w_s, w_t = _aligned(cfg, w_s, w_t)
+    check_hidden(h_s, w_s, h_t, w_t)
+    w_s, w_t = align_config_vocab(cfg, w_s, w_t)
     t_vocab = None if w_t is None else w_t.shape[-1]
-    _check_call(cfg, mask.shape, w_s.shape[-1], t_vocab, targets, mask, teacher_topk, rng)
+    check_call(cfg, mask.shape, w_s.shape[-1], t_vocab, targets, mask, teacher_topk, rng)
 
     num = math.prod(mask.shape)
     n_chunks = -(-num // chunk_size)
@@ -128,8 +128,8 @@ def chunked_kd_loss(
         teacher_xs,
         w_t,
         to_chunks(targets),
-        to_chunks(_token_weights(mask, cfg.reduction)),  # padding gets weight 0
+        to_chunks(token_weights(mask, cfg.reduction)),  # padding gets weight 0
         to_chunks(token_ids),
         jax.random.key(0) if rng is None else rng,
     )
-    return _terms(loss_sum, div_sum, ce_sum, mask, cfg.reduction)
+    return terms_dict(loss_sum, div_sum, ce_sum, mask, cfg.reduction)

@@ -64,7 +64,7 @@ class KDLossConfig:
             raise ValueError(f"vocab_size must be a positive integer; got {self.vocab_size!r}.")
 
 
-def _token_weights(mask_BxT: jax.Array, reduction: str) -> jax.Array:  # [B, T] float32
+def token_weights(mask_BxT: jax.Array, reduction: str) -> jax.Array:  # [B, T] float32
     mask = mask_BxT.astype(jnp.float32)
     if reduction == "token":
         return mask
@@ -93,7 +93,7 @@ def reduce_terms(terms: dict) -> dict:
     }
 
 
-def _teacher_divergence(cfg, student_logits, teacher, token_ids, rng):
+def teacher_divergence(cfg, student_logits, teacher, token_ids, rng):
     """teacher: None, full logits [..., V], or a (values, indices) top-k pair."""
     div_args = (cfg.kind, cfg.temperature, cfg.beta, cfg.skew)
     if teacher is None:
@@ -110,11 +110,11 @@ def _teacher_divergence(cfg, student_logits, teacher, token_ids, rng):
     return token_divergence(student_logits, teacher, *div_args)
 
 
-def _weighted_sums(cfg, student_logits, teacher, targets, weights, token_ids, rng):
+def weighted_sums(cfg, student_logits, teacher, targets, weights, token_ids, rng):
     """(loss_sum, (div_sum, ce_sum)) over a group of tokens with reduction weights [...]."""
     real = weights > 0
     # where, not multiply: a padded token's inf or nan must not reach the sum or its gradient.
-    div = jnp.where(real, _teacher_divergence(cfg, student_logits, teacher, token_ids, rng), 0.0)
+    div = jnp.where(real, teacher_divergence(cfg, student_logits, teacher, token_ids, rng), 0.0)
     ce = jnp.where(real, cross_entropy(student_logits, targets), 0.0)
     per_token = jnp.zeros_like(div)
     if cfg.alpha > 0:
@@ -124,7 +124,7 @@ def _weighted_sums(cfg, student_logits, teacher, targets, weights, token_ids, rn
     return jnp.sum(weights * per_token), (jnp.sum(weights * div), jnp.sum(weights * ce))
 
 
-def _check_call(cfg, student_lead, student_vocab, teacher_vocab, targets, mask, teacher_topk, rng):
+def check_call(cfg, student_lead, student_vocab, teacher_vocab, targets, mask, teacher_topk, rng):
     if not isinstance(cfg, KDLossConfig):
         raise TypeError(f"cfg must be a KDLossConfig; got {type(cfg).__name__}.")
     if targets.shape != student_lead or mask.shape != student_lead:
@@ -154,7 +154,7 @@ def _check_call(cfg, student_lead, student_vocab, teacher_vocab, targets, mask, 
         raise ValueError("teacher_noise_std > 0 needs an rng key; pass rng=jax.random.key(...).")
 
 
-def _aligned(cfg, *arrays):
+def align_config_vocab(cfg, *arrays):
     present = [a for a in arrays if a is not None]
     if cfg.vocab_size is None:
         return arrays
@@ -162,7 +162,7 @@ def _aligned(cfg, *arrays):
     return tuple(None if a is None else next(it) for a in arrays)
 
 
-def _terms(loss_sum, div_sum, ce_sum, mask_BxT, reduction):
+def terms_dict(loss_sum, div_sum, ce_sum, mask_BxT, reduction):
     mask = mask_BxT.astype(jnp.float32)
     return {
         "loss_sum": loss_sum,
@@ -185,25 +185,23 @@ def kd_loss_terms(
     teacher_topk: tuple[jax.Array, jax.Array] | None = None,  # cached ([B,T,K], [B,T,K])
 ) -> dict:
     """Loss sums from full logits (see the module docstring for the dict)."""
-    student_logits, teacher_logits = _aligned(cfg, student_logits, teacher_logits)
+    student_logits, teacher_logits = align_config_vocab(cfg, student_logits, teacher_logits)
     t_vocab = None if teacher_logits is None else teacher_logits.shape[-1]
-    _check_call(
-        cfg, mask.shape, student_logits.shape[-1], t_vocab, targets, mask, teacher_topk, rng
-    )
+    check_call(cfg, mask.shape, student_logits.shape[-1], t_vocab, targets, mask, teacher_topk, rng)
     teacher = teacher_logits if teacher_topk is None else tuple(teacher_topk)
     token_ids = jnp.arange(math.prod(mask.shape), dtype=jnp.int32).reshape(mask.shape)
-    weights = _token_weights(mask, cfg.reduction)
-    loss_sum, (div_sum, ce_sum) = _weighted_sums(
+    weights = token_weights(mask, cfg.reduction)
+    loss_sum, (div_sum, ce_sum) = weighted_sums(
         cfg, student_logits, teacher, targets, weights, token_ids, rng
     )
-    return _terms(loss_sum, div_sum, ce_sum, mask, cfg.reduction)
+    return terms_dict(loss_sum, div_sum, ce_sum, mask, cfg.reduction)
 
 
-def _logits(h: jax.Array, w: jax.Array) -> jax.Array:
+def logits_of(h: jax.Array, w: jax.Array) -> jax.Array:
     return jnp.einsum("...d,dv->...v", h, w, preferred_element_type=jnp.float32)
 
 
-def _check_hidden(h_s, w_s, h_t, w_t):
+def check_hidden(h_s, w_s, h_t, w_t):
     if h_s.ndim != 3 or w_s.ndim != 2 or h_s.shape[-1] != w_s.shape[0]:
         raise ValueError(f"Expected h_s [B, T, D] and w_s [D, V]; got {h_s.shape}, {w_s.shape}.")
     if (h_t is None) != (w_t is None):
@@ -222,12 +220,12 @@ def dense_kd_loss(h_s, w_s, h_t, w_t, targets, mask, *, cfg, rng=None, teacher_t
 
     h_s [B, T, Ds] and h_t [B, T, Dt] are final hidden states (after the final norm), w_s
     [Ds, V] and w_t [Dt, V] the unembeddings; the teacher is under stop_gradient."""
-    _check_hidden(h_s, w_s, h_t, w_t)
-    w_s, w_t = _aligned(cfg, w_s, w_t)
-    s_logits = _logits(h_s, w_s)
+    check_hidden(h_s, w_s, h_t, w_t)
+    w_s, w_t = align_config_vocab(cfg, w_s, w_t)
+    s_logits = logits_of(h_s, w_s)
     t_logits = None
     if h_t is not None:
-        t_logits = _logits(jax.lax.stop_gradient(h_t), jax.lax.stop_gradient(w_t))
+        t_logits = logits_of(jax.lax.stop_gradient(h_t), jax.lax.stop_gradient(w_t))
     return kd_loss_terms(
         s_logits, t_logits, targets, mask, cfg=cfg, rng=rng, teacher_topk=teacher_topk
     )

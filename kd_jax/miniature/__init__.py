@@ -19,7 +19,7 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    from kd_jax.miniature import findings, plan, runner
+    from kd_jax.miniature import conditions, findings, suite
 
     p = argparse.ArgumentParser(prog="kd-jax miniature", description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", default="runs/miniature")
@@ -29,10 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("absl", "jax._src.xla_bridge", "orbax", "tensorboardX", "kd_jax.data"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    scale = plan.SCALES["smoke" if args.smoke else "full"]
+    scale = conditions.SCALES["smoke" if args.smoke else "full"]
     root = Path(args.workdir)
     t0 = time.time()
-    timings = runner.run_plan(plan.build_plan(scale), root, scale)
+    timings = suite.run_plan(conditions.build_plan(scale), root, scale)
     path = findings.write(root, scale, timings, docs=args.docs)
     print(f"Wrote {path} ({time.time() - t0:.0f} s this invocation)")
     return 0

@@ -21,7 +21,7 @@ import numpy as np
 from scipy import stats as sps
 
 from kd_jax.evaluation import stats
-from kd_jax.miniature.plan import TASK, Run, Scale, build_plan
+from kd_jax.miniature.conditions import TASK, Run, Scale, build_plan
 
 PCT = 100.0
 
@@ -413,7 +413,7 @@ def write(root: Path, scale: Scale, timings: dict, docs: str | None = None) -> P
         f"{scale.teacher_steps} steps (strong teacher x{scale.strong_factor:g}); students "
         f"{scale.student_steps} steps of {scale.batch_size} examples; stages "
         f"{scale.stage_steps} steps each; {scale.eval_examples} test problems per task, "
-        "greedy. Setup: kd_jax/miniature/plan.py. CIs: kd_jax/miniature/findings.py.",
+        "greedy. Setup: kd_jax/miniature/conditions.py. CIs: kd_jax/miniature/findings.py.",
         "",
     ]
     summary = {}

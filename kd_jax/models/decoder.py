@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from kd_jax.models.config import ModelConfig
 from kd_jax.models.layers import Dense, Embed, RMSNorm, apply_rope, rope_inv_freq
+from kd_jax.models.model_config import ModelConfig
 from kd_jax.sharding import constrain
 
 _REMAT = {

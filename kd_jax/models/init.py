@@ -14,8 +14,8 @@ from flax import nnx
 from jax.sharding import Mesh
 
 from kd_jax import sharding as shd
-from kd_jax.models.config import ModelConfig
 from kd_jax.models.decoder import Decoder
+from kd_jax.models.model_config import ModelConfig
 
 
 def abstract_model(cfg: ModelConfig) -> Decoder:

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from kd_jax.models.config import LoraConfig
+from kd_jax.models.model_config import LoraConfig
 
 Axes = tuple[str | None, ...]
 INIT_STD = 0.02  # HF's initializer_range for Llama and Qwen2

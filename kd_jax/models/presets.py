@@ -7,7 +7,7 @@ plans memory for a model that is not on disk. Loading a checkpoint always reads 
 
 from __future__ import annotations
 
-from kd_jax.models.config import ModelConfig, ModelConfigError
+from kd_jax.models.model_config import ModelConfig, ModelConfigError
 
 _LLAMA3_VOCAB = 128_256
 _LLAMA31_ROPE = (

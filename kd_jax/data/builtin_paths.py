@@ -13,6 +13,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from kd_jax.data.builtin_tokenizer import build_tokenizer
+from kd_jax.data.synthetic_tasks import write_builtin_data
+
 PREFIX = "builtin:"
 VERSION = "v1"
 
@@ -24,8 +27,6 @@ def root() -> Path:
 
 def ensure() -> Path:
     """The built-in folder (data/ and tokenizer/), generating it on first use."""
-    from kd_jax.data import build_tokenizer, write_builtin_data
-
     target = root()
     if (target / "tokenizer" / "tokenizer.json").exists():
         return target

@@ -159,7 +159,7 @@ def _student(scale, seed, preset, n, method, teacher="teacher", temperature=1.0)
         c.kd.temperature = temperature
         c.kd.teacher_cache = f"cache:{teacher}"
         # Validation batches carry no cached top-k, which the eval step expects; the
-        # held-out KL is measured after training instead (runner.fidelity).
+        # held-out KL is measured after training instead (suite.fidelity).
         c.train.eval_every = 0
         meta = {**meta, "method": "KD", "teacher": teacher, "temperature": temperature}
         needs = (teacher, f"cache:{teacher}")

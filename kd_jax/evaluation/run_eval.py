@@ -179,11 +179,11 @@ def run_meta(config: ConfigDict, workdir: str | Path, student_size: int | None =
 
 def data_roots(tasks, data_root: str | None) -> dict:
     """{family: folder}: built-in tasks read the built-in data, the rest `data_root`."""
-    from kd_jax import builtin
+    from kd_jax.data import builtin_paths
 
     roots = {}
     if any(t.family in BUILTIN_FAMILIES for t in tasks):
-        base = str(builtin.ensure() / "data")
+        base = str(builtin_paths.ensure() / "data")
         roots.update({f: base for f in BUILTIN_FAMILIES})
     if data_root:
         roots["default"] = data_root
@@ -225,7 +225,7 @@ def evaluate_run(
 ) -> dict:
     """Evaluates the run in `workdir` (see the module docstring); returns scores.json's dict."""
     from kd_jax.evaluation.fidelity import fidelity_from_predictions, write_fidelity
-    from kd_jax.evaluation.runner import evaluate
+    from kd_jax.evaluation.harness import evaluate
     from kd_jax.models_from_runs import is_run, load_trained
     from kd_jax.report import write_run_meta
     from kd_jax.state import read_run_config
@@ -300,14 +300,13 @@ def held_out_fidelity(config: ConfigDict, student, teacher, max_batches: int = 0
     tokens of the run's validation data (data.validation, or the held-out split)."""
     import jax.numpy as jnp
 
-    from kd_jax import builtin
-    from kd_jax.data import DataConfig, make_pipeline
+    from kd_jax.data import DataConfig, builtin_paths, make_pipeline
     from kd_jax.evaluation.fidelity import token_fidelity_sums
     from kd_jax.evaluation.loglik import model_logits_fn
 
     data = config.data.to_dict()
     for key in ("train", "validation", "tokenizer"):
-        data[key] = builtin.resolve(data[key])
+        data[key] = builtin_paths.resolve(data[key])
     data["prefetch_batches"] = 0
     batches = make_pipeline(DataConfig.from_mapping(data)).validation_batches()
     if not batches:

@@ -24,9 +24,9 @@ from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from kd_jax import sharding as shd
-from kd_jax.models.config import LoraConfig, ModelConfig
 from kd_jax.models.decoder import Decoder
 from kd_jax.models.init import abstract_model
+from kd_jax.models.model_config import LoraConfig, ModelConfig
 from kd_jax.models.safetensors_io import SafetensorsFile, save_file
 
 

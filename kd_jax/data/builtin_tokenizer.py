@@ -24,7 +24,7 @@ import json
 import os
 import random
 
-from kd_jax.data import builtin, templates
+from kd_jax.data import synthetic_tasks, templates
 
 PAD, BOS, EOD, UNK = "<pad>", "<s>", "</s>", "<unk>"
 SYSTEM, USER, ASSISTANT, END_OF_TURN = "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"
@@ -42,21 +42,27 @@ CHAT_TEMPLATE = (
 def _corpus(seed: int, per_family: int) -> list[str]:
     """Training text: every family in chat and Alpaca renderings, plus the templates."""
     texts = []
-    for family in builtin.FAMILIES:
+    for family in synthetic_tasks.FAMILIES:
         for split in ("train", "human"):
-            for p in builtin.generate(family, split, per_family, seed):
+            for p in synthetic_tasks.generate(family, split, per_family, seed):
                 for q, r in p.turns:
                     texts += [q, r]
         # A few Alpaca renderings teach the template words without spending most
         # merges on a header that every Alpaca example repeats.
-        for p in builtin.generate(family, "test", 20, seed + 1):
+        for p in synthetic_tasks.generate(family, "test", 20, seed + 1):
             for name in templates.ALPACA_TEMPLATES:
                 texts.append(templates.render_alpaca(p.alpaca(), name, with_output=True))
     # Every lexicon word at least once, so none depends on the sample drawn above.
     lexicon = (
-        builtin.NAMES + builtin.OBJECTS + builtin.GAIN_VERBS + builtin.LOSS_VERBS + builtin.ITEMS
+        synthetic_tasks.NAMES
+        + synthetic_tasks.OBJECTS
+        + synthetic_tasks.GAIN_VERBS
+        + synthetic_tasks.LOSS_VERBS
+        + synthetic_tasks.ITEMS
     )
-    texts.append(" ".join(lexicon + list(builtin.ZORBIC) + list(builtin.ZORBIC.values())))
+    texts.append(
+        " ".join(lexicon + list(synthetic_tasks.ZORBIC) + list(synthetic_tasks.ZORBIC.values()))
+    )
     texts.append(" ".join(str(n) for n in range(1000)))
     random.Random(seed).shuffle(texts)
     return texts

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from kd_jax.miniature.plan import CACHE_K, HUMAN_CIPHER, TERSE_CIPHER, Run, Scale
+from kd_jax.miniature.conditions import CACHE_K, HUMAN_CIPHER, TERSE_CIPHER, Run, Scale
 
 log = logging.getLogger("kd_jax.miniature")
 
@@ -68,11 +68,11 @@ def build_cache(config: ConfigDict, out: Path) -> None:
 
 def terse_cipher(root: Path) -> Path:
     """The teacher-scale Zorbic pairs whose reply is the terse "The answer is X ." form."""
-    from kd_jax import builtin
+    from kd_jax.data import builtin_paths
 
     out = root / "cipher_terse.jsonl"
     if not out.exists():
-        with open(builtin.resolve("builtin:chat/cipher/train"), encoding="utf-8") as f:
+        with open(builtin_paths.resolve("builtin:chat/cipher/train"), encoding="utf-8") as f:
             keep = [line for line in f if not json.loads(line)["messages"][-1]["content"]
                     .startswith("Word by word")]  # fmt: skip
         out.write_text("".join(keep))
@@ -81,14 +81,14 @@ def terse_cipher(root: Path) -> Path:
 
 def synthesize(root: Path, scale: Scale) -> Path:
     """The teacher labels `scale.synthetic` Zorbic inputs (its greedy answers)."""
-    from kd_jax import builtin
     from kd_jax import synthesize as synth
+    from kd_jax.data import builtin_paths
 
     out = root / "synthetic.jsonl"
     if out.exists():
         return out
     inputs = root / "synthetic_inputs.jsonl"
-    with open(builtin.resolve("builtin:chat/cipher/train"), encoding="utf-8") as f:
+    with open(builtin_paths.resolve("builtin:chat/cipher/train"), encoding="utf-8") as f:
         lines = [next(f) for _ in range(scale.synthetic)]
     inputs.write_text("".join(lines))
     tmp = root / "synthetic.tmp.jsonl"
@@ -117,8 +117,8 @@ class Models:
 
 def fidelity(run: Run, wd: Path, root: Path, config: ConfigDict, models: Models) -> None:
     """fidelity.json: agreement/BLEU against the teacher's own predictions, held-out KL."""
-    from kd_jax.evaluation.cli import held_out_fidelity
     from kd_jax.evaluation.fidelity import fidelity_from_predictions, write_fidelity
+    from kd_jax.evaluation.run_eval import held_out_fidelity
     from kd_jax.models_from_runs import load_trained
 
     teacher_dir = root / run.teacher
@@ -131,7 +131,7 @@ def fidelity(run: Run, wd: Path, root: Path, config: ConfigDict, models: Models)
 def run_plan(plan: list[Run], root: Path, scale: Scale) -> dict:
     """Runs every step of the plan that is not done yet; returns the timings."""
     from kd_jax import sweep, train
-    from kd_jax.evaluation.cli import evaluate_run
+    from kd_jax.evaluation.run_eval import evaluate_run
 
     root.mkdir(parents=True, exist_ok=True)
     timer = Timer(root / "timings.json")

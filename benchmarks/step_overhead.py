@@ -27,8 +27,8 @@ from configs import base
 from kd_jax import losses
 from kd_jax import sharding as shd
 from kd_jax import step as step_lib
+from kd_jax.models.loader import build
 from kd_jax.optim import learning_rate_schedule, make_optimizer
-from kd_jax.state import build_model
 from kd_jax.teacher_cache import index_bits
 
 
@@ -75,8 +75,8 @@ def main() -> None:
     common = dict(role="x", vocab_size=args.vocab, mesh=mesh)
     student_mc, teacher_mc = base.model_config(), base.model_config()
     student_mc.preset, teacher_mc.preset = args.student, args.teacher
-    student = build_model(student_mc, **common)
-    teacher = build_model(teacher_mc, **{**common, "seed": 1})
+    student = build(student_mc, **common)
+    teacher = build(teacher_mc, **{**common, "seed": 1})
     batch = random_batch(args.batch, args.length, args.vocab)
     optim = ConfigDict(base.get_config().optim.to_dict())
     opt = make_optimizer(optim, 100)

@@ -65,8 +65,8 @@ from kd_jax import sharding as shd
 from kd_jax import step as step_lib
 from kd_jax.models import create_model
 from kd_jax.models.model_config import ModelConfig
+from kd_jax.models.parts import ModelParts
 from kd_jax.optim import learning_rate_schedule, make_optimizer
-from kd_jax.state import ModelParts
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_VENV = Path.home() / ".cache" / "kd_jax" / "tunix-venv"

@@ -16,7 +16,7 @@ size (1B > 3B > 8B). The recipe and the paths are in configs/study_a_common.py; 
 """
 
 from configs import study_a_common as sa
-from kd_jax.sweep import parse_arg
+from kd_jax.config_files import parse_arg
 
 METHODS = ("sft", "gkd")
 

@@ -11,7 +11,7 @@ on the 1B student are (inferred). The `loss=sft` condition is the SFT baseline.
 """
 
 from configs import study_a_common as sa
-from kd_jax.sweep import parse_arg
+from kd_jax.config_files import parse_arg
 
 LOSSES = ("fkl", "rkl", "gjsd", "skew_fkl", "skew_rkl", "tvd")
 

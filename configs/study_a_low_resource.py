@@ -30,7 +30,7 @@ import math
 import os
 
 from configs import study_a_common as sa
-from kd_jax.sweep import format_arg, parse_arg
+from kd_jax.config_files import format_arg, parse_arg
 
 DOMAINS = {"flores": "flores", "dialogsum": "dialogsum", "arc": "arc_lr"}  # -> eval task
 RECIPES = ("sft", "one-stage", "stage1", "two-stage", "mixed")

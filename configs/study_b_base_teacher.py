@@ -13,7 +13,7 @@ tiny model would be no teacher at all, so the stand-in is the teacher fine-tuned
 """
 
 from configs import study_b_common as sb
-from kd_jax.sweep import parse_arg
+from kd_jax.config_files import parse_arg
 
 
 def get_config(arg: str = "pair=qwen7b-qwen0.5b,method=seqkd,task=math,teacher=base"):

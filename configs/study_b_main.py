@@ -21,7 +21,7 @@ in the arg). The recipe and its sources are in configs/study_b_common.py. Expect
 """
 
 from configs import study_b_common as sb
-from kd_jax.sweep import parse_arg
+from kd_jax.config_files import parse_arg
 
 
 def get_config(arg: str = "pair=qwen7b-qwen0.5b,method=seqkd,task=math"):

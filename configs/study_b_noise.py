@@ -12,7 +12,7 @@ The report names these runs "SeqKD+noise2" etc., so they do not pool with noisel
 """
 
 from configs import study_b_common as sb
-from kd_jax.sweep import parse_arg
+from kd_jax.config_files import parse_arg
 
 SIGMAS = (1, 2, 5)
 

@@ -13,7 +13,7 @@ runs (the tau = 1 conditions are the main grid's, with the same folder names).
 """
 
 from configs import study_b_common as sb
-from kd_jax.sweep import parse_arg
+from kd_jax.config_files import parse_arg
 
 TAUS = (1, 2, 5)
 

@@ -7,10 +7,12 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
+from kd_jax.errors import UserError
+
 METHODS = ("sft", "kd")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config value kd_jax cannot run with, naming the key and the fix."""
 
 

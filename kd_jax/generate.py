@@ -7,19 +7,19 @@ line. Output: JSONL of {"prompt", "completion"} in input order.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 from kd_jax.data import DataError, load_tokenizer
-from kd_jax.models_from_runs import load_trained
+from kd_jax.errors import MissingFileError
+from kd_jax.models.loader import load_trained
 from kd_jax.sampling import SamplingConfig, generate_text
 
 
 def read_prompts(path: str | Path, tokenizer) -> list[str]:
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"Prompt file {path} does not exist; check --prompts.")
+        raise MissingFileError(f"Prompt file {path} does not exist; check --prompts.")
     prompts = []
     for n, line in enumerate(path.read_text().splitlines(), 1):
         if not line.strip():
@@ -45,45 +45,24 @@ def read_prompts(path: str | Path, tokenizer) -> list[str]:
     return prompts
 
 
-def sampling_from_args(args, tokenizer) -> SamplingConfig:
-    stops = tuple({t for t in (tokenizer.eos_token_id,) if t is not None})
-    return SamplingConfig(
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        top_k=args.top_k,
-        top_p=args.top_p,
-        stop_tokens=stops,
-        pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
-    )
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="kd-jax generate")
-    p.add_argument("--model", required=True, help="HF folder or kd_jax workdir")
-    p.add_argument("--checkpoint", choices=("latest", "best"), default="latest")
-    p.add_argument("--tokenizer", default=None, help="default: the model's own")
-    p.add_argument("--prompts", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    model, tok_dir = load_trained(args.model, which=args.checkpoint)
-    tokenizer = load_tokenizer(args.tokenizer or tok_dir)
-    prompts = read_prompts(args.prompts, tokenizer)
-    outs = generate_text(
-        model,
-        tokenizer,
-        prompts,
-        sampling_from_args(args, tokenizer),
-        batch_size=args.batch_size,
-        seed=args.seed,
-    )
-    with open(args.out, "w") as f:
+def generate_file(
+    model_path: str | Path,
+    prompts_path: str | Path,
+    out: str | Path,
+    *,
+    checkpoint: str = "latest",
+    tokenizer: str | None = None,
+    batch_size: int = 32,
+    seed: int = 0,
+    **sampling,
+) -> int:
+    """Writes one {"prompt", "completion"} line per prompt; returns how many."""
+    model, tok_dir = load_trained(model_path, which=checkpoint)
+    tok = load_tokenizer(tokenizer or tok_dir)
+    prompts = read_prompts(prompts_path, tok)
+    cfg = SamplingConfig.for_tokenizer(tok, **sampling)
+    outs = generate_text(model, tok, prompts, cfg, batch_size=batch_size, seed=seed)
+    with open(out, "w") as f:
         for prompt, completion in zip(prompts, outs, strict=True):
             f.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")
-    print(f"Wrote {len(outs)} completions to {args.out}")
-    return 0
+    return len(outs)

@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from kd_jax import sharding as shd
+from kd_jax.models.parts import ModelParts
 from kd_jax.sampling import SamplingConfig, generate_tokens
-from kd_jax.state import ModelParts
 
 
 def use_onpolicy(lambda_: float, seed: int, step: int) -> bool:

@@ -9,10 +9,12 @@ from __future__ import annotations
 import optax
 from ml_collections import ConfigDict
 
+from kd_jax.errors import UserError
+
 SCHEDULES = ("constant", "linear", "cosine")
 
 
-class OptimConfigError(ValueError):
+class OptimConfigError(UserError):
     """A bad optimizer setting, with the allowed values."""
 
 

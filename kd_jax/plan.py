@@ -31,31 +31,23 @@ teacher 2N (forward only). Attention scores, computed over the full [T, T] mask,
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
 import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 # Importing JAX does not start its backend: `main` can still hand the work to a child
 # process that starts with the device count asked for.
 import jax
-import jax.numpy as jnp
-from absl import flags
-from flax import nnx
-from ml_collections import ConfigDict, config_flags
+from ml_collections import ConfigDict
 
 from kd_jax import sharding as shd
-from kd_jax import state, train
-from kd_jax import step as step_lib
+from kd_jax import step_builder as build
 from kd_jax.config_checks import validate
 from kd_jax.data import builtin_paths
-from kd_jax.models import abstract_model, hf_io, presets
-from kd_jax.optim import learning_rate_schedule, make_optimizer
+from kd_jax.models import loader
 
 DEVICE_FLAG = "--xla_force_host_platform_device_count"
 GiB = 1024**3
@@ -75,7 +67,7 @@ class ModelSummary:
 # ---- simulated devices -------------------------------------------------------------------
 
 
-def _device_env(n: int) -> dict:
+def device_env(n: int) -> dict:
     """This environment with XLA's host platform split into n CPU devices, CPU only."""
     env = dict(os.environ)
     flags = re.sub(rf"{DEVICE_FLAG}=\S+", "", env.get("XLA_FLAGS", "")).split()
@@ -96,50 +88,14 @@ def _device_env(n: int) -> dict:
     return env
 
 
-def _has_devices(n: int) -> bool:
+def has_devices(n: int) -> bool:
     """True when this process's JAX is (or will be) a CPU backend with exactly n devices."""
     env = os.environ
     count = re.search(rf"{DEVICE_FLAG}=(\d+)", env.get("XLA_FLAGS", ""))
     return env.get("JAX_PLATFORMS") == "cpu" and count is not None and int(count.group(1)) == n
 
 
-# ---- abstract models ---------------------------------------------------------------------
-
-
-def model_config(mc, vocab_size: int | None = None):
-    """The ModelConfig a `student`/`teacher` section builds, reading no weights.
-
-    Mirrors the source order of `kd_jax.state.build_model`: workdir, hf_path, preset.
-    """
-    common = dict(dtype=mc.dtype, remat_policy=mc.remat_policy)
-    if mc.workdir:
-        run = state.read_run_config(mc.workdir)
-        src = ConfigDict({**run.student.to_dict(), **common})
-        return model_config(src, run.get("resolved_vocab_size") or vocab_size)
-    lora = state.lora_config(mc)
-    if mc.hf_path:
-        return hf_io.read_config(mc.hf_path, param_dtype=mc.param_dtype, lora=lora, **common)
-    if mc.preset:
-        extra = {"vocab_size": vocab_size} if vocab_size else {}
-        return presets.get(mc.preset, param_dtype=mc.param_dtype, lora=lora, **common, **extra)
-    raise state.ModelSourceError(
-        "a model section names no weights; set hf_path, workdir or preset."
-    )
-
-
-def abstract_parts(mc, *, mesh, rules):
-    """ModelParts whose leaves are sharded ShapeDtypeStructs: a model that costs nothing."""
-    cfg = model_config(mc)
-    graphdef, abstract = nnx.split(abstract_model(cfg))
-    shardings = shd.state_shardings(abstract, mesh, rules)
-
-    def typed(v, s):
-        x = v.get_value()
-        return v.replace(jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s.get_value()))
-
-    is_var = lambda x: isinstance(x, nnx.Variable)
-    sharded = jax.tree.map(typed, abstract, shardings, is_leaf=is_var)
-    return state._split(nnx.merge(graphdef, sharded), mc)
+# ---- sizes ----------------------------------------------------------------------------
 
 
 def _bytes(tree, per_device: bool = True) -> int:
@@ -177,13 +133,14 @@ def summarize(name: str, parts) -> ModelSummary:
 def plan(config) -> dict:
     """Compiles the train step of `config` on the current devices; returns the numbers."""
     _validate(config)
-    rules = tuple(tuple(r) for r in config.sharding_rules)
+    rules = build.rules_of(config)
     mesh = shd.make_mesh(dict(config.mesh))
-    student = abstract_parts(config.student, mesh=mesh, rules=rules)
+    common = dict(mesh=mesh, rules=rules, abstract=True)
+    student = loader.build(config.student, role="student", **common)
     teacher = None
     if config.method == "kd" and not config.kd.teacher_cache:
-        teacher = abstract_parts(config.teacher, mesh=mesh, rules=rules)
-    train._check_vocab(config, student.cfg.vocab_size, student, teacher)
+        teacher = loader.build(config.teacher, role="teacher", **common)
+    build.check_vocab(config, student.cfg.vocab_size, student, teacher)
     batch, notes = _abstract_batch(config, mesh, rules)
     state, mem = _compile(config, mesh, rules, student, teacher, batch)
 
@@ -232,12 +189,7 @@ def plan(config) -> dict:
 def _abstract_batch(config, mesh, rules) -> tuple[dict, list[str]]:
     """The batch the pipeline yields: [B, T] rows, plus the cached teacher top-k [B, T, k]
     when `kd.teacher_cache` stands in for the teacher."""
-    b, t = config.data.batch_size, config.data.max_length
-    rows = shd.batch_sharding(mesh, rules)
-    dtypes = {"loss_mask": jnp.float32}  # the rest are int32 token ids and positions
-    batch = {k: jax.ShapeDtypeStruct((b, t), dtypes.get(k, jnp.int32), sharding=rows)
-             for k in step_lib.BATCH_KEYS}  # fmt: skip
-    notes = []
+    notes, k = [], 0
     if config.kd.teacher_cache:
         meta = Path(builtin_paths.resolve(config.kd.teacher_cache)) / "meta.json"
         if meta.exists():
@@ -245,44 +197,27 @@ def _abstract_batch(config, mesh, rules) -> tuple[dict, list[str]]:
         else:
             k = 64
             notes.append(f"{meta} not found: planned for a top-{k} teacher cache")
-        per_token = shd.batch_sharding(mesh, rules, ndim=3)
-        for key, dtype in (("teacher_topk_values", jnp.float32),
-                           ("teacher_topk_indices", jnp.int32)):  # fmt: skip
-            batch[key] = jax.ShapeDtypeStruct((b, t, k), dtype, sharding=per_token)
-    return batch, notes
+    return build.abstract_batch(config, mesh, rules, topk=k), notes
 
 
 def _compile(config, mesh, rules, student, teacher, batch):
     """(abstract train state, XLA memory stats) of the step `kd_jax.train.run` builds."""
-    num_steps = config.train.num_steps
-    optimizer = make_optimizer(config.optim, num_steps)
-    abstract = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer), student.trainable)
-    state_sh = train._state_shardings(abstract, student.trainable, mesh)
-    state = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                         abstract, state_sh)  # fmt: skip
-    context = {
-        "frozen": student.frozen,
-        "teacher": None if teacher is None else (teacher.trainable, teacher.frozen),
-    }
-    step = step_lib.make_train_step(
-        state_shardings=state_sh,
-        batch_shardings=jax.tree.map(lambda x: x.sharding, batch),
-        context_shardings=jax.tree.map(lambda x: x.sharding, context),
-        optimizer=optimizer,
-        schedule=learning_rate_schedule(config.optim, num_steps),
-        grad_accum=config.optim.grad_accum,
+    program = build.build_program(
+        config,
+        mesh=mesh,
+        rules=rules,
         student=student,
         teacher=teacher,
-        loss_cfg=train.loss_config(config),
-        chunk_size=config.kd.chunk_size,
+        batch_shardings=jax.tree.map(lambda x: x.sharding, batch),
     )
     rng = jax.eval_shape(lambda: jax.random.key(0))
     # Activations follow the rules table only while `activation_sharding` is active
     # (`shd.constrain` in model code is a no-op otherwise, and XLA then tends to gather
     # the whole batch on every fsdp device).
     with shd.activation_sharding(mesh, rules):
-        compiled = step.lower(state, batch, rng, context).compile()
-    return state, compiled.memory_analysis()
+        lowered = program.train_step.lower(program.abstract_state, batch, rng, program.context)
+        compiled = lowered.compile()
+    return program.abstract_state, compiled.memory_analysis()
 
 
 def _flops(rule: str, m: ModelSummary, length: int, tokens: int) -> dict:
@@ -365,63 +300,3 @@ def format_plan(p: dict) -> str:
     ]
     lines += [f"note: {n}" for n in p["notes"]]
     return "\n".join(lines)
-
-
-# ---- command line ------------------------------------------------------------------------
-
-
-def _parse_mesh(text: str) -> dict:
-    out = {}
-    for part in filter(None, text.split(",")):
-        key, _, value = part.partition("=")
-        if not value.lstrip("-").isdigit():
-            raise SystemExit(f"kd-jax: error: --mesh {text!r}: write data=N,fsdp=N,tensor=N.")
-        out[key.strip()] = int(value)
-    return out
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="kd-jax plan",
-        description="Per-device memory and FLOPs of a config's train step, compiled ahead "
-        "of time on simulated CPU devices. Config flags: --config FILE[:arg] --config.k=v.",
-    )
-    p.add_argument("--devices", type=int, required=True, help="number of devices to plan for")
-    p.add_argument("--mesh", default="", help="e.g. data=1,fsdp=16,tensor=4 (else config.mesh)")
-    p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
-    args, rest = p.parse_known_args(argv)
-    if args.devices < 1:
-        raise SystemExit("kd-jax: error: --devices must be at least 1.")
-    if not _has_devices(args.devices):
-        # XLA reads the device count once, when JAX starts: run again in a child that
-        # starts with it. The child inherits stdout/stderr, so it prints the plan itself.
-        cmd = [sys.executable, "-m", "kd_jax.main", "plan", *argv]
-        return subprocess.call(cmd, env=_device_env(args.devices))
-
-    if jax.device_count() != args.devices:
-        raise SystemExit(
-            f"kd-jax: error: JAX already started with {jax.device_count()} devices; run "
-            "`kd-jax plan` in a fresh process."
-        )
-    config = _parse_config(rest)
-    if args.mesh:
-        mesh = {"data": 1, "fsdp": 1, "tensor": 1, **_parse_mesh(args.mesh)}
-        config.mesh.update(mesh)
-    result = plan(config)
-    print(json.dumps(result) if args.json else format_plan(result))
-    return 0
-
-
-def _parse_config(argv: list[str]):
-    fv = flags.FlagValues()
-    full = ["kd-jax plan", *argv]
-    # config_flags finds `--config.k=v` overrides in sys.argv unless told the real argv,
-    # which differs when plan runs in-process (tests, notebooks).
-    config_flags.DEFINE_config_file("config", None, "Config file.", flag_values=fv, sys_argv=full)
-    try:
-        fv(full)
-    except flags.Error as e:
-        raise SystemExit(f"kd-jax: error: {e}") from None
-    if fv.config is None:
-        raise SystemExit("kd-jax: error: --config is required, e.g. --config configs/base.py")
-    return fv.config

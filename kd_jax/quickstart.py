@@ -14,7 +14,7 @@ from pathlib import Path
 from kd_jax import train
 from kd_jax.data import builtin_paths, is_correct, load_tokenizer, read_records
 from kd_jax.metrics_log import read_metrics
-from kd_jax.models_from_runs import load_trained
+from kd_jax.models.loader import load_trained
 from kd_jax.sampling import SamplingConfig, generate_text
 
 
@@ -36,11 +36,7 @@ def builtin_accuracy(workdir, test_file: str, num_examples: int, max_new_tokens:
     tokenizer = load_tokenizer(tok_dir)
     source = read_records(test_file)
     records = [source[i] for i in range(min(num_examples, len(source)))]
-    cfg = SamplingConfig(
-        max_new_tokens=max_new_tokens,
-        stop_tokens=(tokenizer.eos_token_id,),
-        pad_id=tokenizer.pad_token_id,
-    )
+    cfg = SamplingConfig.for_tokenizer(tokenizer, max_new_tokens=max_new_tokens)
     outs = generate_text(model, tokenizer, chat_prompts(records, tokenizer), cfg, batch_size=100)
     return sum(is_correct(o, r["answer"]) for o, r in zip(outs, records, strict=True)) / len(outs)
 

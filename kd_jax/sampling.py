@@ -39,6 +39,17 @@ class SamplingConfig:
         if self.top_k < 0 or self.max_new_tokens < 1:
             raise ValueError("top_k must be >= 0 and max_new_tokens >= 1.")
 
+    @classmethod
+    def for_tokenizer(cls, tokenizer, **settings) -> SamplingConfig:
+        """Settings with the tokenizer's stop and padding ids: generation stops at its
+        end-of-sequence token (none if it has none) and pads with its pad id (else 0)."""
+        eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+        return cls(
+            stop_tokens=() if eos is None else (eos,),
+            pad_id=0 if pad is None else pad,
+            **settings,
+        )
+
 
 def greedy_token(logits_BxV: jax.Array) -> jax.Array:
     """argmax over the vocabulary (the first index on ties), as a max and a min over a

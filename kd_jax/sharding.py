@@ -20,6 +20,8 @@ import numpy as np
 from flax import nnx
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from kd_jax.errors import UserError
+
 MESH_AXES = ("data", "fsdp", "tensor")
 
 # logical axis -> mesh axis (or tuple of mesh axes, or None for replicated).
@@ -42,7 +44,7 @@ DEFAULT_RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 Rules = Sequence[tuple[str, str | tuple[str, ...] | None]]
 
 
-class ShardingError(ValueError):
+class ShardingError(UserError):
     """A mesh or rules table that does not fit the devices, with the fix."""
 
 

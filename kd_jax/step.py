@@ -27,7 +27,7 @@ import optax
 
 from kd_jax import losses
 from kd_jax import sharding as shd
-from kd_jax.state import ModelParts
+from kd_jax.models.parts import ModelParts
 
 BATCH_KEYS = ("inputs", "targets", "loss_mask", "positions", "segment_ids")
 

@@ -1,7 +1,7 @@
 """`kd-jax sweep`: train, evaluate and report every condition of a config file's sweep.
 
     kd-jax sweep --config configs/study_b_main.py --workdir runs/study_b [--runlocal]
-        [--only SUBSTRING] [--set key=value ...] [--print-commands] [--print-eval-commands]
+        [--only SUBSTRING] [--config.key=value ...] [--print-commands] [--print-eval-commands]
 
 A study config file is a module with
   get_config(arg) -> ConfigDict        one condition, `arg` = "key=value,...[,runlocal]"
@@ -26,44 +26,21 @@ for a cluster scheduler; `--print-eval-commands` prints the eval and report line
 
 from __future__ import annotations
 
-import argparse
-import ast
-import importlib.util
 import logging
 import shlex
-import sys
 import time
 import traceback
 from pathlib import Path
+
+from kd_jax import config_files
+from kd_jax.config_files import apply_overrides, format_arg, parse_arg
+from kd_jax.errors import UserError
 
 log = logging.getLogger("kd_jax.sweep")
 RUNLOCAL = "runlocal"
 
 
 # ---- condition args ----------------------------------------------------------------------
-
-
-def parse_arg(arg: str | None) -> dict:
-    """ "a=1,b=x,runlocal" -> {"a": "1", "b": "x", "runlocal": True} (values stay strings)."""
-    out: dict = {}
-    for part in (arg or "").split(","):
-        part = part.strip()
-        if not part:
-            continue
-        key, sep, value = part.partition("=")
-        out[key.strip()] = value.strip() if sep else True
-    return out
-
-
-def format_arg(fields: dict) -> str:
-    """The inverse of parse_arg; flags (True) are written bare, False/None dropped."""
-    parts = []
-    for k, v in fields.items():
-        if v is True:
-            parts.append(k)
-        elif v is not False and v is not None:
-            parts.append(f"{k}={v}")
-    return ",".join(parts)
 
 
 def condition_name(arg: str) -> str:
@@ -84,16 +61,10 @@ def _with_runlocal(arg: str, runlocal: bool) -> str:
 
 
 def load_module(path: str | Path):
-    """The config file as a module (a file path, like `--config` takes)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"Config file {path} does not exist; check --config.")
-    spec = importlib.util.spec_from_file_location(f"kd_jax_sweep_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for fn in ("get_config", "sweep"):
-        if not callable(getattr(module, fn, None)):
-            raise ValueError(f"{path} has no {fn}() function; a sweep needs get_config and sweep.")
+    """The study config file as a module; it must define get_config and sweep."""
+    module = config_files.load_module(path)
+    if not callable(getattr(module, "sweep", None)):
+        raise UserError(f"{path} has no sweep() function; a sweep needs get_config and sweep.")
     return module
 
 
@@ -117,7 +88,7 @@ def ordered_conditions(module, runlocal: bool = False, only: str | None = None) 
         if condition_name(arg) in names:
             return
         if arg in visiting:
-            raise ValueError(f"condition {arg!r} depends on itself through dependencies()")
+            raise UserError(f"condition {arg!r} depends on itself through dependencies()")
         visiting.add(arg)
         for dep in dependencies(module, arg).values():
             visit(dep)
@@ -128,31 +99,6 @@ def ordered_conditions(module, runlocal: bool = False, only: str | None = None) 
     for arg in picked:
         visit(arg)
     return order
-
-
-def _cast(value: str, current):
-    if isinstance(current, bool):
-        return value.lower() in ("1", "true", "yes")
-    if isinstance(current, int):
-        return int(value)
-    if isinstance(current, float):
-        return float(value)
-    if isinstance(current, tuple | list):
-        parsed = ast.literal_eval(value) if value[:1] in "([" else value.split(",")
-        return tuple(parsed)
-    return value
-
-
-def apply_overrides(config, overrides: dict) -> None:
-    """Sets dotted keys ("train.num_steps") from strings, cast to the existing type."""
-    for key, value in overrides.items():
-        *path, name = key.split(".")
-        node = config
-        for p in path:
-            node = node[p]
-        if name not in node:
-            raise ValueError(f"--set {key}: no such config key; see configs/base.py")
-        node[name] = _cast(value, node[name]) if isinstance(value, str) else value
 
 
 def build_config(module, arg: str, workdir_of, overrides: dict | None = None):
@@ -283,43 +229,3 @@ def run_sweep(
 
         result["report"] = write_report(evaluated, str(root / "report"))
     return result
-
-
-def _overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"kd-jax: error: --set {item!r} is not KEY=VALUE.")
-        out[key.removeprefix("config.")] = value
-    return out
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="kd-jax sweep", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", required=True, help="a study config file with sweep()")
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--runlocal", action="store_true", help="the tiny CPU variant of each")
-    p.add_argument("--only", default=None, help="conditions whose folder name contains this")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a config value for every condition, e.g. train.num_steps=10")  # fmt: skip
-    p.add_argument("--print-commands", action="store_true")
-    p.add_argument("--print-eval-commands", action="store_true")
-    p.add_argument("--progress", action="store_true", help="progress bars")
-    args = p.parse_args(argv)
-    try:
-        result = run_sweep(
-            args.config.split(":")[0], args.workdir, runlocal=args.runlocal, only=args.only,
-            overrides=_overrides(args.set), print_commands=args.print_commands,
-            print_eval_commands=args.print_eval_commands, progress=args.progress,
-        )  # fmt: skip
-    except (ValueError, FileNotFoundError) as e:
-        print(f"kd-jax: error: {e}", file=sys.stderr)
-        return 2
-    if "done" not in result:
-        return 0
-    print(f"done {len(result['done'])}, skipped training {len(result['skipped'])}, "
-          f"failed {len(result['failed'])}; report: {result['report']}")  # fmt: skip
-    for name, why in result["failed"].items():
-        print(f"  failed: {name}: {why}", file=sys.stderr)
-    return 1 if result["failed"] else 0

@@ -19,7 +19,6 @@ unparseable generations are dropped. The counts are printed and saved beside the
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import re
@@ -123,57 +122,52 @@ def _read_jsonl(path: str) -> list[dict]:
     return [source[i] for i in range(len(source))]
 
 
-def main(argv: list[str]) -> int:
+def synthesize_file(
+    model_path: str,
+    examples: str,
+    out: str | Path,
+    *,
+    mode: str = "icl",
+    inputs: str | None = None,
+    num: int = 1000,
+    shots: int = 3,
+    task: str = "synthetic",
+    answer_regex: str = DEFAULT_ANSWER_REGEX,
+    temperature: float = 1.0,
+    max_new_tokens: int = 128,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> dict:
+    """Writes the synthetic records to `out` and their counts beside it; returns counts."""
     from kd_jax.data import load_tokenizer
-    from kd_jax.models_from_runs import load_trained
+    from kd_jax.models.loader import load_trained
     from kd_jax.sampling import SamplingConfig, generate_text
 
-    p = argparse.ArgumentParser(prog="kd-jax synthesize")
-    p.add_argument("--model", required=True, help="teacher: HF folder or kd_jax workdir")
-    p.add_argument("--mode", choices=("icl", "label"), default="icl")
-    p.add_argument("--examples", required=True, help="human chat JSONL (icl: the shots)")
-    p.add_argument(
-        "--inputs", default=None, help="label mode: chat JSONL whose user turns to answer"
-    )
-    p.add_argument("--out", required=True)
-    p.add_argument("--num", type=int, default=1000, help="icl: prompts to sample")
-    p.add_argument("--shots", type=int, default=3)
-    p.add_argument("--task", default="synthetic")
-    p.add_argument("--answer-regex", default=DEFAULT_ANSWER_REGEX)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-
-    model, tok_dir = load_trained(args.model)
+    model, tok_dir = load_trained(model_path)
     tok = load_tokenizer(tok_dir)
-    cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                         stop_tokens=(tok.eos_token_id,), pad_id=tok.pad_token_id or 0)  # fmt: skip
+    cfg = SamplingConfig.for_tokenizer(tok, max_new_tokens=max_new_tokens, temperature=temperature)
 
     def generate(prompts):
-        return generate_text(model, tok, prompts, cfg, batch_size=args.batch_size,
-                             seed=args.seed)  # fmt: skip
+        return generate_text(model, tok, prompts, cfg, batch_size=batch_size, seed=seed)
 
-    human = _read_jsonl(args.examples)
-    if args.mode == "icl":
-        records, counts = synthesize_icl(generate, human, args.num, shots=args.shots,
-                                         seed=args.seed, task=args.task,
-                                         answer_regex=args.answer_regex)  # fmt: skip
+    human = _read_jsonl(examples)
+    if mode == "icl":
+        records, counts = synthesize_icl(
+            generate, human, num, shots=shots, seed=seed, task=task, answer_regex=answer_regex
+        )
     else:
 
         def render(q):
-            return tok.apply_chat_template([{"role": "user", "content": q}],
-                                           add_generation_prompt=True, tokenize=False)  # fmt: skip
+            msgs = [{"role": "user", "content": q}]
+            return tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
 
-        inputs = _read_jsonl(args.inputs or args.examples)
-        exclude = set() if args.inputs is None else {user_and_answer(r)[0] for r in human}
-        records, counts = synthesize_labels(generate, inputs, render, task=args.task,
-                                            answer_regex=args.answer_regex,
-                                            exclude=exclude)  # fmt: skip
-    out = Path(args.out)
+        questions = _read_jsonl(inputs or examples)
+        exclude = set() if inputs is None else {user_and_answer(r)[0] for r in human}
+        records, counts = synthesize_labels(
+            generate, questions, render, task=task, answer_regex=answer_regex, exclude=exclude
+        )
+    out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in records))
     Path(str(out) + ".counts.json").write_text(json.dumps(dict(counts), indent=2) + "\n")
-    print(json.dumps({"out": str(out), **counts}))
-    return 0
+    return {"out": str(out), **counts}

@@ -26,7 +26,6 @@ interrupted job resumes without redoing finished shards.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
@@ -39,12 +38,14 @@ import numpy as np
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
+from kd_jax.errors import UserError
+
 META = "meta.json"
 SAMPLED_READS = 16
 SAMPLE_BYTES = 1 << 16
 
 
-class CacheError(ValueError):
+class CacheError(UserError):
     """A teacher cache that does not match the run, or cannot be read."""
 
 
@@ -223,7 +224,7 @@ def build(config: ConfigDict, out: str | Path, *, k: int = 64, value_dtype: str 
           shard_size: int = 4096, batch_size: int = 16, progress: bool = True) -> Path:  # fmt: skip
     """Computes (or resumes) the top-k cache of `config`'s teacher over its training data."""
     from kd_jax.data.packing import pad_row, stack_rows
-    from kd_jax.train import setup
+    from kd_jax.step_builder import setup
 
     if value_dtype not in ("float16", "float32"):
         raise CacheError(f"value_dtype must be float16 or float32, got {value_dtype!r}.")
@@ -263,7 +264,7 @@ def build(config: ConfigDict, out: str | Path, *, k: int = 64, value_dtype: str 
             rows += [rows[-1]] * (batch_size - len(rows))
             batch = {key_: jnp.asarray(v) for key_, v in stack_rows(rows).items()
                      if key_ != "num_truncated"}  # fmt: skip
-            vals, idx = jax.device_get(topk(*r.context["teacher"], batch))
+            vals, idx = jax.device_get(topk(teacher.trainable, teacher.frozen, batch))
             for j in range(len(ids)):
                 m = rows[j]["loss_mask"] > 0
                 values.append(vals[j][m].astype(value_dtype))
@@ -286,22 +287,3 @@ def build(config: ConfigDict, out: str | Path, *, k: int = 64, value_dtype: str 
     meta["complete"] = True
     (out / META).write_text(json.dumps(meta, indent=2))
     return out
-
-
-def main(argv: list[str]) -> int:
-    from kd_jax.main import parse_config
-
-    p = argparse.ArgumentParser(prog="kd-jax cache-teacher", add_help=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--k", type=int, default=64)
-    p.add_argument("--value-dtype", default="float16", choices=("float16", "float32"))
-    p.add_argument("--shard-size", type=int, default=4096)
-    p.add_argument("--batch-size", type=int, default=16)
-    args, rest = p.parse_known_args(argv)
-    config, _ = parse_config(rest, require_workdir=False)
-    cache = build(config, args.out, k=args.k, value_dtype=args.value_dtype,
-                  shard_size=args.shard_size, batch_size=args.batch_size)  # fmt: skip
-    reader = TeacherCache(cache)
-    print(json.dumps({"out": str(cache), "tokens": reader.meta["num_tokens"],
-                      "bytes_per_token": round(reader.bytes_per_token(), 1)}))  # fmt: skip
-    return 0

@@ -10,7 +10,6 @@ WORKDIR/config.json, metrics to WORKDIR/metrics.jsonl and TensorBoard, and check
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import signal
@@ -21,97 +20,24 @@ import jax.numpy as jnp
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
-from kd_jax import sharding as shd
-from kd_jax import step as step_lib
+from kd_jax import step_builder as build
 from kd_jax.checkpoint import Checkpointer
 from kd_jax.config_checks import ConfigError, validate
-from kd_jax.data import DataConfig, builtin_paths, make_pipeline
-from kd_jax.data.packing import TOPK_KEYS
+from kd_jax.data import builtin_paths
 from kd_jax.metrics_log import MetricsWriter, to_python
-from kd_jax.onpolicy import make_onpolicy_fn, use_onpolicy
-from kd_jax.optim import learning_rate_schedule, make_optimizer
-from kd_jax.sampling import SamplingConfig
-from kd_jax.state import ModelParts, build_model
+from kd_jax.onpolicy import use_onpolicy
+from kd_jax.step_builder import RunParts, setup
 
 log = logging.getLogger("kd_jax.train")
 
 
-@dataclasses.dataclass
-class Run:
-    """Everything `run` builds before the loop; also used by eval, export and plan."""
-
-    config: ConfigDict
-    mesh: jax.sharding.Mesh
-    pipeline: object
-    student: ModelParts
-    teacher: ModelParts | None
-    loss_kw: dict
-    context: dict
-
-    @property
-    def context_shardings(self):
-        return jax.tree.map(lambda x: x.sharding, self.context)
-
-
-def setup(config: ConfigDict) -> Run:
-    """Mesh, data, student and teacher for a validated config."""
-    shd.initialize_distributed()
-    rules = _rules(config)
-    mesh = shd.make_mesh(dict(config.mesh))
-    batch_sharding = shd.batch_sharding(mesh, rules)
-    data = config.data.to_dict()
-    for key in ("train", "validation", "tokenizer"):
-        data[key] = builtin_paths.resolve(data[key])
-    pipeline = make_pipeline(DataConfig.from_mapping(data), sharding=batch_sharding)
-    vocab = len(pipeline.tokenizer)
-    common = dict(vocab_size=vocab, mesh=mesh, rules=rules, seed=config.seed)
-    student = build_model(config.student, role="student", **common)
-    teacher = None
-    if config.kd.teacher_cache:
-        _attach_teacher_cache(config, pipeline, student)
-    elif config.method == "kd":
-        teacher = build_model(config.teacher, role="teacher", **common)
-    _check_vocab(config, vocab, student, teacher)
-    loss_kw = dict(
-        student=student,
-        teacher=teacher,
-        loss_cfg=loss_config(config),
-        chunk_size=config.kd.chunk_size,
-    )
-    context = {
-        "frozen": student.frozen,
-        "teacher": None if teacher is None else (teacher.trainable, teacher.frozen),
-    }
-    return Run(config, mesh, pipeline, student, teacher, loss_kw, context)
-
-
-def loss_config(config: ConfigDict):
-    from kd_jax.losses import KDLossConfig
-
-    kd = config.kd
-    if config.method == "sft":
-        return KDLossConfig(kind="fkl", alpha=0.0, reduction=kd.reduction)
-    return KDLossConfig(
-        kind=kd.divergence,
-        alpha=kd.alpha,
-        temperature=kd.temperature,
-        scale_by_tau_sq=kd.scale_by_tau_sq,
-        beta=kd.beta,
-        skew=kd.skew,
-        reduction=kd.reduction,
-        teacher_top_k=kd.teacher_top_k,
-        teacher_noise_std=kd.teacher_noise_std,
-        vocab_size=kd.vocab_size or None,
-    )
-
-
-def _attach_teacher_cache(config: ConfigDict, pipeline, student: ModelParts) -> None:
+def _attach_teacher_cache(config: ConfigDict, parts: RunParts) -> None:
     """Training reads the teacher's top-k from `kd.teacher_cache` instead of running it."""
     from kd_jax.teacher_cache import TeacherCache, cache_key
 
-    cache = TeacherCache(
-        builtin_paths.resolve(config.kd.teacher_cache), cache_key(config, pipeline)
-    )
+    pipeline, student = parts.pipeline, parts.student
+    path = builtin_paths.resolve(config.kd.teacher_cache)
+    cache = TeacherCache(path, cache_key(config, pipeline))
     cache_vocab = cache.meta["vocab_size"]
     if cache_vocab != student.cfg.vocab_size and not config.kd.vocab_size:
         raise ConfigError(
@@ -119,80 +45,6 @@ def _attach_teacher_cache(config: ConfigDict, pipeline, student: ModelParts) -> 
             f"({student.cfg.vocab_size}); set --config.kd.vocab_size to the tokenizer's size."
         )
     pipeline.teacher_cache = cache
-
-
-def _check_vocab(config, tokenizer_vocab, student, teacher) -> None:
-    sv = student.cfg.vocab_size
-    if tokenizer_vocab > sv:
-        raise ConfigError(
-            f"The tokenizer has {tokenizer_vocab} tokens but the student's vocabulary is {sv}; "
-            "use the student's own tokenizer (data.tokenizer)."
-        )
-    if teacher is None or teacher.cfg.vocab_size == sv or config.kd.vocab_size:
-        return
-    raise ConfigError(
-        f"Teacher vocabulary ({teacher.cfg.vocab_size}) differs from the student's ({sv}); if "
-        f"they share a tokenizer and differ only by padding rows, set "
-        f"--config.kd.vocab_size={tokenizer_vocab} (the tokenizer's size)."
-    )
-
-
-def _state_shardings(abstract_state, params, mesh):
-    """Optimizer-state leaves inherit the sharding of the parameter whose path they end
-    with (Adam's mu and nu mirror the params); everything else is replicated."""
-    by_path = {
-        tuple(str(k) for k in path): p for path, p in jax.tree_util.tree_leaves_with_path(params)
-    }
-    repl = shd.replicated(mesh)
-
-    def pick(path, leaf):
-        keys = tuple(str(k) for k in path)
-        for i in range(len(keys)):
-            param = by_path.get(keys[i:])
-            if param is not None and param.shape == leaf.shape:
-                return param.sharding
-        return repl
-
-    return jax.tree_util.tree_map_with_path(pick, abstract_state)
-
-
-def make_onpolicy(config: ConfigDict, r: Run, batch_shardings):
-    """The jitted on-policy batch builder when `gkd.lambda_ > 0`, else None."""
-    if config.gkd.lambda_ <= 0:
-        return None
-    g = config.gkd
-    tok = r.pipeline.tokenizer
-    cfg = SamplingConfig(
-        max_new_tokens=g.max_new_tokens,
-        temperature=g.temperature,
-        top_k=g.top_k,
-        top_p=g.top_p,
-        stop_tokens=(tok.eos_token_id,) if tok.eos_token_id is not None else (),
-        pad_id=tok.pad_token_id if tok.pad_token_id is not None else 0,
-    )
-    return make_onpolicy_fn(r.student, cfg, batch_shardings, rules=_rules(config))
-
-
-def _rules(config: ConfigDict) -> tuple:
-    return tuple(tuple(r) for r in config.sharding_rules)
-
-
-def _eval_step(config: ConfigDict, r: Run, param_shardings, batch_sharding, rules):
-    """The validation-loss step. Validation batches carry no cached teacher top-k, so a
-    run that reads `kd.teacher_cache` reports validation CE only (eval_div = 0)."""
-    loss_kw = r.loss_kw
-    if config.kd.teacher_cache:
-        from kd_jax.losses import KDLossConfig
-
-        sft = KDLossConfig(kind="fkl", alpha=0.0, reduction=config.kd.reduction)
-        loss_kw = {**loss_kw, "teacher": None, "loss_cfg": sft}
-    return step_lib.make_eval_step(
-        param_shardings=param_shardings,
-        batch_shardings={k: batch_sharding for k in step_lib.BATCH_KEYS},
-        context_shardings=r.context_shardings,
-        rules=rules,
-        **loss_kw,
-    )
 
 
 def _install_sigterm():
@@ -226,17 +78,20 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
     validate(config, workdir)
     workdir = Path(workdir)
     r = setup(config)
+    if config.kd.teacher_cache:
+        _attach_teacher_cache(config, r)
     tc = config.train
     num_steps = tc.num_steps
-    schedule = learning_rate_schedule(config.optim, num_steps)
-    optimizer = make_optimizer(config.optim, num_steps)
-    rules = _rules(config)
-    batch_sh = shd.batch_sharding(r.mesh, rules)
-    keys = step_lib.BATCH_KEYS + (TOPK_KEYS if config.kd.teacher_cache else ())
-    batch_shardings = {k: batch_sh for k in keys}
-    param_shardings = jax.tree.map(lambda x: x.sharding, r.student.trainable)
-    abstract = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer), r.student.trainable)
-    state_sh = _state_shardings(abstract, r.student.trainable, r.mesh)
+    batch_shardings = build.batch_shardings(config, r.mesh, r.rules)
+    program = build.build_program(
+        config,
+        mesh=r.mesh,
+        rules=r.rules,
+        student=r.student,
+        teacher=r.teacher,
+        batch_shardings=batch_shardings,
+    )
+    context = program.context
 
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt = Checkpointer(
@@ -245,35 +100,20 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
     iterator = r.pipeline.train_iterator()
     start = ckpt.latest_step()
     if start is not None:
-        target = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh
-        )
-        state, data_state, _ = ckpt.restore(target)
+        state, data_state, _ = ckpt.restore(program.abstract_state)
         iterator.set_state(data_state)
         log.info("Resumed %s at step %d.", workdir, start)
     else:
         start = 0
-        state = jax.jit(lambda p: step_lib.init_state(p, optimizer), out_shardings=state_sh)(
-            r.student.trainable
-        )
+        state = program.init_state(r.student.trainable)
     if jax.process_index() == 0:
         resolved = ConfigDict(config.to_dict())
         resolved.resolved_vocab_size = r.student.cfg.vocab_size
         (workdir / "config.json").write_text(resolved.to_json_best_effort(indent=2) + "\n")
         (workdir / "data_info.json").write_text(json.dumps(r.pipeline.info, indent=2) + "\n")
 
-    train_step = step_lib.make_train_step(
-        state_shardings=state_sh,
-        batch_shardings=batch_shardings,
-        context_shardings=r.context_shardings,
-        optimizer=optimizer,
-        schedule=schedule,
-        grad_accum=config.optim.grad_accum,
-        rules=rules,
-        **r.loss_kw,
-    )
-    eval_step = _eval_step(config, r, param_shardings, batch_sh, rules)
-    onpolicy_fn = make_onpolicy(config, r, batch_shardings)
+    train_step, eval_step = program.train_step, program.eval_step
+    onpolicy_fn = build.build_onpolicy(config, r, batch_shardings)
     gkd_key = jax.random.key(config.seed + 1)
     val_batches = r.pipeline.validation_batches() if tc.eval_every else []
     writer = MetricsWriter(workdir, resume_step=start)
@@ -293,9 +133,9 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
             batch = next(iterator)
             onpolicy = use_onpolicy(config.gkd.lambda_, config.seed, step)
             if onpolicy:
-                batch = onpolicy_fn(state["params"], r.context["frozen"], batch,
+                batch = onpolicy_fn(state["params"], context["frozen"], batch,
                                     jax.random.fold_in(gkd_key, step))  # fmt: skip
-            state, metrics = train_step(state, batch, rng, r.context)
+            state, metrics = train_step(state, batch, rng, context)
             metrics = {**metrics, "onpolicy": int(onpolicy)}
             row = {}
             if step % tc.log_every == 0 or step == num_steps:
@@ -303,7 +143,7 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
             if val_batches and (step % tc.eval_every == 0 or step == num_steps):
                 row.update(to_python(evaluate_loss(
-                    eval_step, state["params"], val_batches, r.context, tc.eval_batches
+                    eval_step, state["params"], val_batches, context, tc.eval_batches
                 )))  # fmt: skip
             if row:
                 last = writer.write(step, row)

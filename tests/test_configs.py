@@ -8,9 +8,9 @@ import os
 import pytest
 
 from kd_jax import sweep
+from kd_jax.cli.commands import parse_config
 from kd_jax.config_checks import validate
 from kd_jax.evaluation import resolve
-from kd_jax.main import parse_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "configs")
 FILES = sorted(glob.glob(os.path.join(CONFIG_DIR, "*.py")))

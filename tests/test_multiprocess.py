@@ -160,7 +160,7 @@ def test_two_processes_equal_one(builtin_dir, tmp_path):
 
     from flax import nnx
 
-    from kd_jax.models_from_runs import load_trained
+    from kd_jax.models.loader import load_trained
 
     a, _ = load_trained(tmp_path / "one")
     b, _ = load_trained(tmp_path / "two")

@@ -22,7 +22,7 @@ TINY = [
 
 
 def _plan(capsys, *extra, devices=8):
-    assert plan_lib.main([*TINY, "--devices", str(devices), "--json", *extra]) == 0
+    assert cli(["plan", *TINY, "--devices", str(devices), "--json", *extra]) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
@@ -76,11 +76,14 @@ def test_one_parameter_shards_as_its_spec_says(devices):
 
     from configs import base
     from kd_jax import sharding as shd
+    from kd_jax.models import loader
 
     c = base.get_config()
     c.student.preset = "tiny-student-xs"
     mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-    parts = plan_lib.abstract_parts(ConfigDict(c.student), mesh=mesh, rules=shd.DEFAULT_RULES)
+    parts = loader.build(
+        ConfigDict(c.student), role="student", mesh=mesh, rules=shd.DEFAULT_RULES, abstract=True
+    )
     leaves = jax.tree_util.tree_leaves_with_path(parts.trainable)
     sharded = [(k, x) for k, x in leaves if any(a is not None for a in x.sharding.spec)]
     assert sharded, "no weight is sharded on a 2x2x2 mesh"
@@ -128,7 +131,7 @@ def test_teacher_cache_replaces_the_teacher(capsys, tmp_path, devices):
 
 def test_other_device_count_runs_in_a_child(capfd, devices):
     """JAX here has 8 devices; planning for 4 restarts in a process that has 4."""
-    assert plan_lib.main([*TINY, "--devices", "4", "--mesh", "fsdp=4"]) == 0
+    assert cli(["plan", *TINY, "--devices", "4", "--mesh", "fsdp=4"]) == 0
     out = capfd.readouterr().out
     assert "kd-jax plan: 4 devices, mesh data=1 fsdp=4 tensor=1" in out
     assert "temporaries" in out and "6N x tokens" in out

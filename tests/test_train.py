@@ -15,7 +15,7 @@ import transformers
 from kd_jax import train
 from kd_jax.config_checks import ConfigError
 from kd_jax.metrics_log import read_metrics
-from kd_jax.models_from_runs import export, load_trained
+from kd_jax.models.loader import export, load_trained
 
 
 def _cli(workdir, *overrides):

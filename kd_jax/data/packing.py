@@ -26,6 +26,17 @@ ROW_KEYS = ("inputs", "targets", "loss_mask", "positions", "segment_ids")
 TOPK_KEYS = ("teacher_topk_values", "teacher_topk_indices")
 
 
+def batch_spec(batch_size: int, length: int, topk: int = 0) -> dict:
+    """{key: (shape, dtype)} of the batches the pipeline yields: [B, T] rows, plus the
+    cached teacher top-k [B, T, k] when `topk` > 0. The one statement of the layout."""
+    spec = {k: ((batch_size, length), np.int32) for k in ROW_KEYS}
+    spec["loss_mask"] = ((batch_size, length), np.float32)
+    if topk:
+        spec["teacher_topk_values"] = ((batch_size, length, topk), np.float32)
+        spec["teacher_topk_indices"] = ((batch_size, length, topk), np.int32)
+    return spec
+
+
 def batch_keys(row_or_batch: dict) -> tuple[str, ...]:
     """The model-facing keys present: ROW_KEYS, plus TOPK_KEYS with a teacher cache."""
     return ROW_KEYS + tuple(k for k in TOPK_KEYS if k in row_or_batch)

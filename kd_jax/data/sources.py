@@ -22,6 +22,8 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from kd_jax.errors import UserError
+
 log = logging.getLogger("kd_jax.data")
 
 FORMATS = ("auto", "chat", "alpaca")
@@ -30,7 +32,7 @@ DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 SKIP_HINT = "fix or remove it, or set data.skip_bad_lines=True to skip bad lines"
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A problem with the user's data or data config, stated in one line with its fix."""
 
 

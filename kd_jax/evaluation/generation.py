@@ -15,6 +15,7 @@ answer labels, so extraction is unaffected).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 
@@ -35,11 +36,11 @@ def make_generate(
     seed: int = STUDY_B_SEED,
     stop_tokens: tuple[int, ...] | None = None,
 ) -> Callable[[list[str]], list[str]]:
-    if stop_tokens is None:
-        stop_tokens = tuple(t for t in (tokenizer.eos_token_id,) if t is not None)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    cfg = SamplingConfig(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k,
-                         top_p=top_p, stop_tokens=tuple(stop_tokens), pad_id=pad)  # fmt: skip
+    cfg = SamplingConfig.for_tokenizer(
+        tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
+    )
+    if stop_tokens is not None:
+        cfg = dataclasses.replace(cfg, stop_tokens=tuple(stop_tokens))
     bos = tokenizer.bos_token or ""
     calls = itertools.count()
 

@@ -19,11 +19,9 @@ Study B's tasks read `dataset/<name>/test.json` under --data-root (an LLM-Adapte
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 from ml_collections import ConfigDict
@@ -32,78 +30,6 @@ from kd_jax.evaluation.tasks import EvalError, resolve
 
 log = logging.getLogger("kd_jax.eval")
 BUILTIN_FAMILIES = ("builtin", "builtin_alpaca")
-
-
-def _parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="kd-jax eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--workdir", required=True, help="a kd_jax run (config.json + checkpoints)")
-    p.add_argument("--checkpoint", choices=("latest", "best"), default="latest")
-    p.add_argument("--tasks", default=None, help="names or groups, comma-separated")
-    p.add_argument("--data-root", default=None, help="folder holding Study B's dataset/")
-    p.add_argument("--mode", choices=("faithful", "strict"), default="faithful")
-    p.add_argument("--temperature", type=float, default=None, help="0 = greedy")
-    p.add_argument("--max-new-tokens", type=int, default=None)
-    p.add_argument("--limit", type=int, default=None, help="first N examples per task; 0 = all")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the run's)")
-    p.add_argument(
-        "--teacher",
-        default=None,
-        help="'auto' (the run's teacher), a kd_jax workdir or an HF folder",
-    )
-    p.add_argument("--kl-batches", type=int, default=0, help="validation batches for KL; 0 = all")
-    p.add_argument(
-        "--meta",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a run.json field, e.g. --meta method='SeqKD (base teacher)'",
-    )
-    p.add_argument("--out", default=None, help="default: WORKDIR/eval")
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
-
-
-def _meta_overrides(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise EvalError(f"--meta {item!r} is not KEY=VALUE; e.g. --meta method=SeqKD")
-        try:
-            out[key] = json.loads(value)  # numbers stay numbers
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
-
-
-def main(argv: list[str]) -> int:
-    from kd_jax.report import ReportError
-
-    args = _parse(argv)
-    try:
-        doc = evaluate_run(
-            args.workdir,
-            checkpoint=args.checkpoint,
-            tasks=args.tasks,
-            data_root=args.data_root,
-            mode=args.mode,
-            temperature=args.temperature,
-            max_new_tokens=args.max_new_tokens,
-            limit=args.limit,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            teacher=args.teacher,
-            kl_batches=args.kl_batches,
-            meta=_meta_overrides(args.meta),
-            out=args.out,
-            progress=not args.no_progress,
-        )
-    except (EvalError, ReportError) as e:
-        print(f"kd-jax: error: {e}", file=sys.stderr)
-        return 2
-    print(json.dumps({"average": doc["average"], "out": doc["out"]}))
-    return 0
 
 
 # ---- describing a run --------------------------------------------------------------------
@@ -226,9 +152,8 @@ def evaluate_run(
     """Evaluates the run in `workdir` (see the module docstring); returns scores.json's dict."""
     from kd_jax.evaluation.fidelity import fidelity_from_predictions, write_fidelity
     from kd_jax.evaluation.harness import evaluate
-    from kd_jax.models_from_runs import is_run, load_trained
+    from kd_jax.models.loader import is_run, load_trained, read_run_config
     from kd_jax.report import write_run_meta
-    from kd_jax.state import read_run_config
 
     workdir = Path(workdir)
     if not is_run(workdir):

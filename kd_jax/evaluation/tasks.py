@@ -31,10 +31,11 @@ from types import MappingProxyType
 from typing import Any
 
 from kd_jax.data import builtin_tokenizer, synthetic_tasks, templates
+from kd_jax.errors import UserError
 from kd_jax.evaluation import extract as ex
 
 
-class EvalError(ValueError):
+class EvalError(UserError):
     """A problem the user can fix (unknown task, missing file, bad record), in one line."""
 
 

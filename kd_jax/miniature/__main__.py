@@ -1,7 +1,7 @@
-"""`python -m kd_jax.miniature`: see kd_jax/miniature/__init__.py."""
+"""`python -m kd_jax.miniature`: the same as `kd-jax miniature`."""
 
 import sys
 
-from kd_jax.miniature import main
+from kd_jax.main import main
 
-sys.exit(main())
+sys.exit(main(["miniature", *sys.argv[1:]]))

@@ -93,9 +93,16 @@ def synthesize(root: Path, scale: Scale) -> Path:
     inputs.write_text("".join(lines))
     tmp = root / "synthetic.tmp.jsonl"
     teacher = str(root / "cipher-teacher")
-    synth.main(["--model", teacher, "--mode", "label", "--examples", HUMAN_CIPHER,
-                "--inputs", str(inputs), "--out", str(tmp), "--temperature", "0",
-                "--max-new-tokens", "64", "--batch-size", "100"])  # fmt: skip
+    synth.synthesize_file(
+        teacher,
+        HUMAN_CIPHER,
+        tmp,
+        mode="label",
+        inputs=str(inputs),
+        temperature=0.0,
+        max_new_tokens=64,
+        batch_size=100,
+    )
     tmp.rename(out)
     os.replace(str(tmp) + ".counts.json", str(out) + ".counts.json")
     return out
@@ -108,7 +115,7 @@ class Models:
         self._cache = {}
 
     def get(self, path: Path):
-        from kd_jax.models_from_runs import load_trained
+        from kd_jax.models.loader import load_trained
 
         if path not in self._cache:
             self._cache[path] = load_trained(path)[0]
@@ -119,7 +126,7 @@ def fidelity(run: Run, wd: Path, root: Path, config: ConfigDict, models: Models)
     """fidelity.json: agreement/BLEU against the teacher's own predictions, held-out KL."""
     from kd_jax.evaluation.fidelity import fidelity_from_predictions, write_fidelity
     from kd_jax.evaluation.run_eval import held_out_fidelity
-    from kd_jax.models_from_runs import load_trained
+    from kd_jax.models.loader import load_trained
 
     teacher_dir = root / run.teacher
     per_task = fidelity_from_predictions(str(wd / "eval"), str(teacher_dir / "eval"))

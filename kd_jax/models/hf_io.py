@@ -24,13 +24,14 @@ from flax import nnx
 from jax.sharding import Mesh, SingleDeviceSharding
 
 from kd_jax import sharding as shd
+from kd_jax.errors import UserError
 from kd_jax.models.decoder import Decoder
 from kd_jax.models.init import abstract_model
 from kd_jax.models.model_config import LoraConfig, ModelConfig
 from kd_jax.models.safetensors_io import SafetensorsFile, save_file
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """An HF checkpoint folder kd_jax cannot load, with the problem and the fix."""
 
 

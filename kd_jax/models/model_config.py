@@ -11,6 +11,8 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from kd_jax.errors import UserError
+
 SUPPORTED_ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
@@ -19,7 +21,7 @@ REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
-class ModelConfigError(ValueError):
+class ModelConfigError(UserError):
     """A model configuration that kd_jax cannot build, with the reason and the fix."""
 
 

@@ -34,11 +34,13 @@ import os
 
 import numpy as np
 
+from kd_jax.errors import UserError
+
 RUN_JSON, EVAL_DIR, FIDELITY_JSON = "run.json", "eval", "fidelity.json"
 SFT = "SFT"
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """A run folder the report cannot use, with the fix in one sentence."""
 
 

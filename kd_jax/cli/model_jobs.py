@@ -1,0 +1,178 @@
+"""`kd-jax` eval, cache-teacher, synthesize and plan: jobs that load or compile models
+outside the training loop. Each `cmd_<name>(argv)` parses flags and calls the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+
+from kd_jax.cli.flags import config_and_rest
+from kd_jax.errors import UserError
+
+
+def _meta_overrides(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"--meta {item!r} is not KEY=VALUE; e.g. --meta method=SeqKD")
+        try:
+            out[key] = json.loads(value)  # numbers stay numbers
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def cmd_eval(argv: list[str]) -> int:
+    from kd_jax.evaluation.run_eval import evaluate_run
+
+    p = argparse.ArgumentParser(prog="kd-jax eval", description="evaluate a run's student")
+    p.add_argument("--workdir", required=True, help="a kd_jax run (config.json + checkpoints)")
+    p.add_argument("--checkpoint", choices=("latest", "best"), default="latest")
+    p.add_argument("--tasks", default=None, help="names or groups, comma-separated")
+    p.add_argument("--data-root", default=None, help="folder holding Study B's dataset/")
+    p.add_argument("--mode", choices=("faithful", "strict"), default="faithful")
+    p.add_argument("--temperature", type=float, default=None, help="0 = greedy")
+    p.add_argument("--max-new-tokens", type=int, default=None)
+    p.add_argument("--limit", type=int, default=None, help="first N examples per task; 0 = all")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="sampling seed (default: the run's)")
+    p.add_argument("--teacher", default=None, help="'auto', a kd_jax workdir or an HF folder")
+    p.add_argument("--kl-batches", type=int, default=0, help="validation batches for KL; 0 = all")
+    p.add_argument(
+        "--meta",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a run.json field, e.g. --meta method='SeqKD (base teacher)'",
+    )
+    p.add_argument("--out", default=None, help="default: WORKDIR/eval")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    doc = evaluate_run(
+        a.workdir,
+        checkpoint=a.checkpoint,
+        tasks=a.tasks,
+        data_root=a.data_root,
+        mode=a.mode,
+        temperature=a.temperature,
+        max_new_tokens=a.max_new_tokens,
+        limit=a.limit,
+        batch_size=a.batch_size,
+        seed=a.seed,
+        teacher=a.teacher,
+        kl_batches=a.kl_batches,
+        meta=_meta_overrides(a.meta),
+        out=a.out,
+        progress=not a.no_progress,
+    )
+    print(json.dumps({"average": doc["average"], "out": doc["out"]}))
+    return 0
+
+
+def cmd_cache_teacher(argv: list[str]) -> int:
+    from kd_jax.teacher_cache import TeacherCache, build
+
+    config, rest = config_and_rest(argv)
+    p = argparse.ArgumentParser(prog="kd-jax cache-teacher")
+    p.add_argument("--out", required=True)
+    p.add_argument("--k", type=int, default=64)
+    p.add_argument("--value-dtype", default="float16", choices=("float16", "float32"))
+    p.add_argument("--shard-size", type=int, default=4096)
+    p.add_argument("--batch-size", type=int, default=16)
+    a = p.parse_args(rest)
+    cache = build(
+        config,
+        a.out,
+        k=a.k,
+        value_dtype=a.value_dtype,
+        shard_size=a.shard_size,
+        batch_size=a.batch_size,
+    )
+    reader = TeacherCache(cache)
+    row = {"out": str(cache), "tokens": reader.meta["num_tokens"]}
+    print(json.dumps({**row, "bytes_per_token": round(reader.bytes_per_token(), 1)}))
+    return 0
+
+
+def cmd_synthesize(argv: list[str]) -> int:
+    from kd_jax.synthesize import DEFAULT_ANSWER_REGEX, synthesize_file
+
+    p = argparse.ArgumentParser(prog="kd-jax synthesize")
+    p.add_argument("--model", required=True, help="teacher: HF folder or kd_jax workdir")
+    p.add_argument("--mode", choices=("icl", "label"), default="icl")
+    p.add_argument("--examples", required=True, help="human chat JSONL (icl: the shots)")
+    p.add_argument("--inputs", default=None, help="label mode: chat JSONL of user turns")
+    p.add_argument("--out", required=True)
+    p.add_argument("--num", type=int, default=1000, help="icl: prompts to sample")
+    p.add_argument("--shots", type=int, default=3)
+    p.add_argument("--task", default="synthetic")
+    p.add_argument("--answer-regex", default=DEFAULT_ANSWER_REGEX)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    a = p.parse_args(argv)
+    counts = synthesize_file(
+        a.model,
+        a.examples,
+        a.out,
+        mode=a.mode,
+        inputs=a.inputs,
+        num=a.num,
+        shots=a.shots,
+        task=a.task,
+        answer_regex=a.answer_regex,
+        temperature=a.temperature,
+        max_new_tokens=a.max_new_tokens,
+        batch_size=a.batch_size,
+        seed=a.seed,
+    )
+    print(json.dumps(counts))
+    return 0
+
+
+def _parse_mesh(text: str) -> dict:
+    out = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        if not value.lstrip("-").isdigit():
+            raise UserError(f"--mesh {text!r}: write data=N,fsdp=N,tensor=N.")
+        out[key.strip()] = int(value)
+    return out
+
+
+def cmd_plan(argv: list[str]) -> int:
+    import jax
+
+    from kd_jax import plan
+
+    p = argparse.ArgumentParser(
+        prog="kd-jax plan",
+        description="Per-device memory and FLOPs of a config's train step, compiled ahead "
+        "of time on simulated CPU devices. Config flags: --config FILE[:arg] --config.k=v.",
+    )
+    p.add_argument("--devices", type=int, required=True, help="number of devices to plan for")
+    p.add_argument("--mesh", default="", help="e.g. data=1,fsdp=16,tensor=4 (else config.mesh)")
+    p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+    config, rest = config_and_rest(argv, example="configs/base.py")
+    args = p.parse_args(rest)
+    if args.devices < 1:
+        raise UserError("--devices must be at least 1.")
+    if not plan.has_devices(args.devices):
+        # XLA reads the device count once, when JAX starts: run again in a child that
+        # starts with it. The child inherits stdout/stderr, so it prints the plan itself.
+        cmd = [sys.executable, "-m", "kd_jax.main", "plan", *argv]
+        return subprocess.call(cmd, env=plan.device_env(args.devices))
+    if jax.device_count() != args.devices:
+        raise UserError(
+            f"JAX already started with {jax.device_count()} devices; run `kd-jax plan` in a "
+            "fresh process."
+        )
+    if args.mesh:
+        config.mesh.update({"data": 1, "fsdp": 1, "tensor": 1, **_parse_mesh(args.mesh)})
+    result = plan.plan(config)
+    print(json.dumps(result) if args.json else plan.format_plan(result))
+    return 0

@@ -1,0 +1,233 @@
+"""Assembling a run: mesh, data and models from a config, then the jitted programs.
+
+    parts = setup(config)                         # mesh, pipeline, student, teacher
+    program = build_program(config, mesh=..., rules=..., student=..., teacher=...,
+                            batch_shardings=...)  # train_step, eval_step, shardings
+
+`build_program` is the one place the train and eval steps are put together from a config:
+`kd_jax.train.run` runs them, `kd-jax plan` lowers and compiles them for abstract models
+and batches, and the benchmarks time them. The loss settings come from `loss_config`,
+which the config checks call too, so a config is read the same way wherever it is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import optax
+from jax.sharding import Mesh
+from ml_collections import ConfigDict
+
+from kd_jax import sharding as shd
+from kd_jax import step as step_lib
+from kd_jax.config_checks import ConfigError
+from kd_jax.data import DataConfig, builtin_paths, make_pipeline
+from kd_jax.data.packing import batch_spec
+from kd_jax.losses import KDLossConfig
+from kd_jax.models import loader
+from kd_jax.models.parts import ModelParts
+from kd_jax.onpolicy import make_onpolicy_fn
+from kd_jax.optim import learning_rate_schedule, make_optimizer
+from kd_jax.sampling import SamplingConfig
+
+
+def rules_of(config: ConfigDict) -> tuple:
+    """The config's logical-axis rules table as a tuple of (logical, mesh axes) pairs."""
+    return tuple(tuple(r) for r in config.sharding_rules)
+
+
+def loss_config(config: ConfigDict) -> KDLossConfig:
+    """The loss of a run: cross-entropy alone for SFT, else the `kd` section's KD loss."""
+    kd = config.kd
+    if config.method == "sft":
+        return KDLossConfig(kind="fkl", alpha=0.0, reduction=kd.reduction)
+    return KDLossConfig(
+        kind=kd.divergence,
+        alpha=kd.alpha,
+        temperature=kd.temperature,
+        scale_by_tau_sq=kd.scale_by_tau_sq,
+        beta=kd.beta,
+        skew=kd.skew,
+        reduction=kd.reduction,
+        teacher_top_k=kd.teacher_top_k,
+        teacher_noise_std=kd.teacher_noise_std,
+        vocab_size=kd.vocab_size or None,
+    )
+
+
+@dataclasses.dataclass
+class RunParts:
+    """What a run is made of before any step is built."""
+
+    config: ConfigDict
+    mesh: Mesh
+    rules: tuple
+    pipeline: object  # kd_jax.data.DataPipeline
+    student: ModelParts
+    teacher: ModelParts | None
+
+
+def setup(config: ConfigDict) -> RunParts:
+    """Mesh, data pipeline, student and (for KD without a cache) teacher of a config."""
+    shd.initialize_distributed()
+    rules = rules_of(config)
+    mesh = shd.make_mesh(dict(config.mesh))
+    data = config.data.to_dict()
+    for key in ("train", "validation", "tokenizer"):
+        data[key] = builtin_paths.resolve(data[key])
+    pipeline = make_pipeline(
+        DataConfig.from_mapping(data), sharding=shd.batch_sharding(mesh, rules)
+    )
+    vocab = len(pipeline.tokenizer)
+    common = dict(vocab_size=vocab, mesh=mesh, rules=rules, seed=config.seed)
+    student = loader.build(config.student, role="student", **common)
+    teacher = None
+    if config.method == "kd" and not config.kd.teacher_cache:
+        teacher = loader.build(config.teacher, role="teacher", **common)
+    check_vocab(config, vocab, student, teacher)
+    return RunParts(config, mesh, rules, pipeline, student, teacher)
+
+
+def check_vocab(config: ConfigDict, tokenizer_vocab: int, student, teacher) -> None:
+    sv = student.cfg.vocab_size
+    if tokenizer_vocab > sv:
+        raise ConfigError(
+            f"The tokenizer has {tokenizer_vocab} tokens but the student's vocabulary is {sv}; "
+            "use the student's own tokenizer (data.tokenizer)."
+        )
+    if teacher is None or teacher.cfg.vocab_size == sv or config.kd.vocab_size:
+        return
+    raise ConfigError(
+        f"Teacher vocabulary ({teacher.cfg.vocab_size}) differs from the student's ({sv}); if "
+        f"they share a tokenizer and differ only by padding rows, set "
+        f"--config.kd.vocab_size={tokenizer_vocab} (the tokenizer's size)."
+    )
+
+
+def state_shardings(abstract_state, params, mesh: Mesh):
+    """Optimizer-state leaves inherit the sharding of the parameter whose path they end
+    with (Adam's mu and nu mirror the params); everything else is replicated."""
+    by_path = {
+        tuple(str(k) for k in path): p for path, p in jax.tree_util.tree_leaves_with_path(params)
+    }
+    repl = shd.replicated(mesh)
+
+    def pick(path, leaf):
+        keys = tuple(str(k) for k in path)
+        for i in range(len(keys)):
+            param = by_path.get(keys[i:])
+            if param is not None and param.shape == leaf.shape:
+                return param.sharding
+        return repl
+
+    return jax.tree_util.tree_map_with_path(pick, abstract_state)
+
+
+def abstract_batch(config: ConfigDict, mesh: Mesh, rules, topk: int = 0) -> dict:
+    """ShapeDtypeStructs of one global batch, sharded as the pipeline places it."""
+    out = {}
+    for key, (shape, dtype) in batch_spec(
+        config.data.batch_size, config.data.max_length, topk
+    ).items():
+        sharding = shd.batch_sharding(mesh, rules, ndim=len(shape))
+        out[key] = jax.ShapeDtypeStruct(shape, np.dtype(dtype), sharding=sharding)
+    return out
+
+
+def batch_shardings(config: ConfigDict, mesh: Mesh, rules) -> dict:
+    """{key: NamedSharding} of the batches a run's pipeline yields."""
+    topk = 1 if config.kd.teacher_cache else 0  # k does not change the sharding
+    return {k: v.sharding for k, v in abstract_batch(config, mesh, rules, topk).items()}
+
+
+@dataclasses.dataclass
+class TrainProgram:
+    """The jitted programs of a run and the shardings they were built with."""
+
+    optimizer: optax.GradientTransformation
+    schedule: optax.Schedule
+    abstract_state: dict  # ShapeDtypeStructs with their shardings
+    state_shardings: dict
+    context: dict  # {"frozen", "teacher"}: arrays the step reads, never updates
+    train_step: object
+    eval_step: object
+
+    def init_state(self, params: dict) -> dict:
+        fn = lambda p: step_lib.init_state(p, self.optimizer)  # noqa: E731
+        return jax.jit(fn, out_shardings=self.state_shardings)(params)
+
+
+def _shardings_of(tree):
+    return jax.tree.map(lambda x: x.sharding, tree)
+
+
+def build_program(
+    config: ConfigDict,
+    *,
+    mesh: Mesh,
+    rules,
+    student: ModelParts,
+    teacher: ModelParts | None,
+    batch_shardings: dict,
+) -> TrainProgram:
+    """The train and eval steps of `config` for these (real or abstract) models."""
+    num_steps = config.train.num_steps
+    optimizer = make_optimizer(config.optim, num_steps)
+    schedule = learning_rate_schedule(config.optim, num_steps)
+    abstract = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer), student.trainable)
+    state_sh = state_shardings(abstract, student.trainable, mesh)
+    abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh
+    )
+    context = {
+        "frozen": student.frozen,
+        "teacher": None if teacher is None else (teacher.trainable, teacher.frozen),
+    }
+    loss_kw = dict(
+        student=student,
+        teacher=teacher,
+        loss_cfg=loss_config(config),
+        chunk_size=config.kd.chunk_size,
+    )
+    train_step = step_lib.make_train_step(
+        state_shardings=state_sh,
+        batch_shardings=batch_shardings,
+        context_shardings=_shardings_of(context),
+        optimizer=optimizer,
+        schedule=schedule,
+        grad_accum=config.optim.grad_accum,
+        rules=rules,
+        **loss_kw,
+    )
+    # Validation batches carry no cached teacher top-k, so a run that reads
+    # `kd.teacher_cache` reports validation CE only (eval_div = 0).
+    eval_kw = loss_kw
+    if config.kd.teacher_cache:
+        sft = KDLossConfig(kind="fkl", alpha=0.0, reduction=config.kd.reduction)
+        eval_kw = {**loss_kw, "teacher": None, "loss_cfg": sft}
+    rows = {k: v for k, v in batch_shardings.items() if not k.startswith("teacher_topk")}
+    eval_step = step_lib.make_eval_step(
+        param_shardings=_shardings_of(student.trainable),
+        batch_shardings=rows,
+        context_shardings=_shardings_of(context),
+        rules=rules,
+        **eval_kw,
+    )
+    return TrainProgram(optimizer, schedule, abstract, state_sh, context, train_step, eval_step)
+
+
+def build_onpolicy(config: ConfigDict, parts: RunParts, batch_shardings: dict):
+    """The jitted on-policy batch builder when `gkd.lambda_ > 0`, else None."""
+    if config.gkd.lambda_ <= 0:
+        return None
+    g = config.gkd
+    cfg = SamplingConfig.for_tokenizer(
+        parts.pipeline.tokenizer,
+        max_new_tokens=g.max_new_tokens,
+        temperature=g.temperature,
+        top_k=g.top_k,
+        top_p=g.top_p,
+    )
+    return make_onpolicy_fn(parts.student, cfg, batch_shardings, rules=parts.rules)

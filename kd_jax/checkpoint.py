@@ -24,6 +24,8 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
+from kd_jax.errors import MissingFileError
+
 log = logging.getLogger(__name__)
 
 
@@ -41,7 +43,7 @@ class DataStateHandler(ocp.CheckpointHandler):
         path = self._file(directory)
         if not path.exists():
             saved = sorted(p.name for p in Path(directory).glob("process_*.json"))
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{path} is missing (saved: {', '.join(saved) or 'none'}); the checkpoint was "
                 "written by another number of processes: resume with that many, or start the "
                 "data from scratch in a new workdir with init_from."
@@ -162,11 +164,11 @@ class Checkpointer:
         """
         manager = self.best if which == "best" else self.last
         if manager is None:
-            raise FileNotFoundError("This run keeps no best checkpoint (train.keep_best=False).")
+            raise MissingFileError("This run keeps no best checkpoint (train.keep_best=False).")
         if step is None:
             step = manager.best_step() if which == "best" else manager.latest_step()
         if step is None:
-            raise FileNotFoundError(f"No {which} checkpoint in {manager.directory}.")
+            raise MissingFileError(f"No {which} checkpoint in {manager.directory}.")
         grouped = _group(abstract_state)
         items = {k: ocp.args.StandardRestore(v) for k, v in grouped.items()}
         if with_data:
@@ -196,7 +198,7 @@ def restore_params(workdir: str | Path, abstract_params, which: str = "latest"):
     """The `params` item of another run's checkpoint (for `init_from` and teachers)."""
     root = Path(workdir)
     if not (root / "checkpoints").is_dir():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{root} holds no kd_jax checkpoints; train it first or point to an HF folder."
         )
     ckpt = Checkpointer(root, keep_best=which == "best", async_save=False)

@@ -170,7 +170,7 @@ def test_builtin_tasks_read_chat_records_and_report_chrf(tmp_path):
 
 def test_builtin_contract_end_to_end(tmp_path):
     """Built-in data answered with its own gold replies scores 1.0."""
-    from kd_jax.data.synthetic_tasks import write_builtin_data
+    from kd_jax.data.builtin_paths import write_builtin_data
 
     write_builtin_data(str(tmp_path / "data"), scale=0.01, formats=("chat",))
     gold = {}

@@ -6,13 +6,15 @@ validation split), pipeline (grain), tfds_source (ArrayRecord via TFDS), builtin
 (synthetic tasks), tokenizer (built-in tokenizer). The names below are the public API.
 """
 
+from kd_jax.data.builtin_paths import write_builtin_data
 from kd_jax.data.builtin_tokenizer import build_tokenizer
 from kd_jax.data.data_config import DataConfig
 from kd_jax.data.packing import ROW_KEYS, BatchStats
 from kd_jax.data.pipeline import BatchIterator, DataPipeline, make_pipeline, time_batches
-from kd_jax.data.sources import DataError, RecordSource, open_source, read_records
+from kd_jax.data.source_dispatch import open_source
+from kd_jax.data.sources import DataError, RecordSource, read_records
 from kd_jax.data.subsets import split_indices
-from kd_jax.data.synthetic_tasks import extract_answer, is_correct, write_builtin_data
+from kd_jax.data.synthetic_tasks import extract_answer, is_correct
 from kd_jax.data.templates import alpaca_eval_prompt, render_alpaca
 from kd_jax.data.tokenize import ExampleTokenizer, load_tokenizer
 

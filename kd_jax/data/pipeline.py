@@ -28,7 +28,8 @@ import numpy as np
 
 from kd_jax.data import packing, subsets
 from kd_jax.data.data_config import DataConfig
-from kd_jax.data.sources import DataError, open_source
+from kd_jax.data.source_dispatch import open_source
+from kd_jax.data.sources import DataError
 from kd_jax.data.tokenize import ExampleTokenizer, load_tokenizer
 
 log = logging.getLogger("kd_jax.data")

@@ -259,17 +259,3 @@ def read_records(
     if not blobs:
         raise DataError(f"{', '.join(files)}: no valid record found; check the files and format")
     return RecordSource(blobs, files, file_idx, lines, units=units, skipped=skipped)
-
-
-def open_source(paths: str | Sequence[str], *, fmt: str = "auto", skip_bad_lines: bool = False):
-    """A random-access record source for `paths`: a prepared TFDS folder or data files.
-
-    `tfds:DIR` or a folder holding `dataset_info.json` is read through tfds.data_source;
-    anything else goes through `read_records`.
-    """
-    if isinstance(paths, str) and "," not in paths:
-        from kd_jax.data import tfds_source  # tfds is imported only when used
-
-        if paths.startswith("tfds:") or tfds_source.is_prepared_dir(paths):
-            return tfds_source.open_prepared(paths.removeprefix("tfds:"))
-    return read_records(paths, fmt=fmt, skip_bad_lines=skip_bad_lines)

@@ -18,8 +18,6 @@ smaller and noisier: terser rationales and a few wrong final answers (`noisy: tr
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import re
 
@@ -367,38 +365,3 @@ def extract_answer(text: str) -> str | None:
 def is_correct(completion: str, answer: str) -> bool:
     got = extract_answer(completion)
     return got is not None and " ".join(got.split()) == " ".join(str(answer).split())
-
-
-def write_builtin_data(
-    out_dir: str,
-    *,
-    seed: int = 0,
-    scale: float = 1.0,
-    families: tuple[str, ...] = FAMILIES,
-    formats: tuple[str, ...] = ("chat", "alpaca"),
-) -> dict:
-    """Writes out_dir/<format>/<family>/<split>.jsonl and out_dir/manifest.json.
-
-    Sizes are DEFAULT_SIZES times `scale` (at least 1 each); test questions never
-    appear in train or human splits. Returns the manifest: paths and counts.
-    """
-    manifest = {"seed": seed, "scale": scale, "files": {}, "counts": {}}
-    for family in families:
-        if family not in GENERATORS:
-            raise ValueError(f"unknown built-in family {family!r}; use some of {FAMILIES}")
-        sizes = {s: max(1, round(n * scale)) for s, n in DEFAULT_SIZES[family].items()}
-        test = generate(family, "test", sizes["test"], seed)
-        seen = {p.turns[0][0] for p in test}
-        for split, n in sizes.items():
-            problems = test if split == "test" else generate(family, split, n, seed, seen)
-            for fmt in formats:
-                path = os.path.join(out_dir, fmt, family, f"{split}.jsonl")
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                with open(path, "w", encoding="utf-8") as f:
-                    for p in problems:
-                        f.write(json.dumps(p.chat() if fmt == "chat" else p.alpaca()) + "\n")
-                manifest["files"][f"{fmt}/{family}/{split}"] = path
-            manifest["counts"][f"{family}/{split}"] = len(problems)
-    with open(os.path.join(out_dir, "manifest.json"), "w") as f:
-        json.dump(manifest, f, indent=1)
-    return manifest

@@ -23,6 +23,16 @@ import numpy as np
 from scipy import stats as sps
 
 
+def t_ci(values) -> tuple[float, float, float]:
+    """(mean, low, high) of a 95% t-interval; a single value has no interval."""
+    x = np.asarray(values, np.float64)
+    m = float(x.mean()) if x.size else float("nan")
+    if x.size < 2:
+        return m, float("nan"), float("nan")
+    half = sps.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
+    return m, m - half, m + half
+
+
 def ttest_greater(improvements: Sequence[float]) -> dict:
     """One-sided one-sample t-test of mean improvement > 0."""
     x = np.asarray(improvements, np.float64)

@@ -18,9 +18,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from scipy import stats as sps
 
 from kd_jax.evaluation import stats
+from kd_jax.miniature import figures as fig
 from kd_jax.miniature.conditions import TASK, Run, Scale, build_plan
 
 PCT = 100.0
@@ -70,21 +70,11 @@ class Results:
         return np.mean(vecs, axis=0) if vecs else None
 
 
-def t_ci(values) -> tuple[float, float, float]:
-    """(mean, low, high) of a 95% t-interval; a single value has no interval."""
-    x = np.asarray(values, np.float64)
-    m = float(x.mean()) if x.size else float("nan")
-    if x.size < 2:
-        return m, float("nan"), float("nan")
-    half = sps.t.ppf(0.975, x.size - 1) * x.std(ddof=1) / np.sqrt(x.size)
-    return m, m - half, m + half
-
-
 def paired(res: Results, a: str, b: str, metric: str = "accuracy") -> dict:
     """a minus b: per-seed differences (t-interval) and the example bootstrap."""
     va, vb = res.values(a, metric), res.values(b, metric)
     k = min(len(va), len(vb))
-    mean, lo, hi = t_ci(va[:k] - vb[:k])
+    mean, lo, hi = stats.t_ci(va[:k] - vb[:k])
     ea, eb = res.examples(a), res.examples(b)
     ex = None
     if metric == "accuracy" and ea is not None and eb is not None and ea.shape == eb.shape:
@@ -120,7 +110,7 @@ def _ci(lo, hi, signed=False) -> str:
 
 
 def _acc(res: Results, cond: str, metric: str = "accuracy") -> str:
-    m, lo, hi = t_ci(res.values(cond, metric))
+    m, lo, hi = stats.t_ci(res.values(cond, metric))
     scale = 1 / PCT if metric == "chrf" else 1.0
     # A t-interval can pass the ends of the scale; the scale itself cannot.
     lo, hi = max(lo, 0.0), min(hi, 1.0 / scale)
@@ -130,11 +120,6 @@ def _acc(res: Results, cond: str, metric: str = "accuracy") -> str:
 def _gain(d: dict) -> str:
     ex = _ci(*d["examples"], signed=True) if d["examples"] else "—"
     return f"{PCT * d['mean']:+.1f} | {_ci(*d['seeds'], signed=True)} | {ex}"
-
-
-def _table(header, rows) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows] + [""]
 
 
 def _kd(preset, n, teacher="teacher", t=1.0) -> str:
@@ -161,7 +146,7 @@ def finding_a(res: Results, scale: Scale) -> tuple[list[str], dict]:
     d_small = res.values(_kd("tiny-student", small)) - res.values(_sft("tiny-student", small))
     d_large = res.values(_kd("tiny-student", large)) - res.values(_sft("tiny-student", large))
     k = min(len(d_small), len(d_large))
-    m, lo, hi = t_ci(d_small[:k] - d_large[:k])
+    m, lo, hi = stats.t_ci(d_small[:k] - d_large[:k])
     shrink = {"mean": m, "seeds": (lo, hi), "examples": None}
     lines = [
         "## (a) KD vs SFT as data grows",
@@ -170,7 +155,7 @@ def finding_a(res: Results, scale: Scale) -> tuple[list[str], dict]:
         "Accuracy (%) with the 95% seed CI; gain in points with the seed and example CIs.",
         "",
     ]
-    lines += _table(
+    lines += fig.md_table(
         ["examples", "SFT", "KD", "gain", "gain CI (seeds)", "gain CI (examples)"], rows
     )
     lines += [
@@ -199,8 +184,8 @@ def finding_b(res: Results, scale: Scale) -> tuple[list[str], dict]:
         for t in ("teacher", "strong-teacher")
     ]
     lines = ["## (b) A stronger teacher at the largest size", ""]
-    lines += _table(["teacher", f"{TASK} accuracy", "cipher accuracy"], teachers)
-    lines += _table(
+    lines += fig.md_table(["teacher", f"{TASK} accuracy", "cipher accuracy"], teachers)
+    lines += fig.md_table(
         ["KD at n = " + str(large), "accuracy", "gain over SFT", "CI (seeds)", "CI (examples)"],
         [
             ["teacher", _acc(res, _kd("tiny-student", large)), _gain(weak)],
@@ -248,7 +233,7 @@ def finding_c(res: Results, root: Path) -> tuple[list[str], dict]:
         f"on-policy teacher. Exact-match accuracy (%) and chrF (0-100), with 95% seed CIs.",
         "",
     ]
-    lines += _table(["recipe", "accuracy", "chrF"], rows)
+    lines += fig.md_table(["recipe", "accuracy", "chrF"], rows)
     lines += [
         f"- Two stages beat one stage: **{verdict(two_one)}** ({_gain(two_one)} "
         "— difference | seed CI | example CI).",
@@ -271,7 +256,7 @@ def finding_d(res: Results, scale: Scale) -> tuple[list[str], dict]:
         for p in presets
     }
     lines = [f"## (d) Student size, temperature, fidelity (n = {small})", ""]
-    lines += _table(
+    lines += fig.md_table(
         ["student", "parameters", "SFT", "KD T=1", "gain", "CI (seeds)", "CI (examples)"],
         [
             [p, params[p], _acc(res, _sft(p, small)), _acc(res, _kd(p, small)), _gain(gains[p])]
@@ -283,7 +268,7 @@ def finding_d(res: Results, scale: Scale) -> tuple[list[str], dict]:
     a = res.values(_kd(smallest, small)) - res.values(_sft(smallest, small))
     b = res.values(_kd(next_, small)) - res.values(_sft(next_, small))
     k = min(len(a), len(b))
-    diff["seeds"] = t_ci(a[:k] - b[:k])[1:]
+    diff["seeds"] = stats.t_ci(a[:k] - b[:k])[1:]
     lines += [
         f"- Gains are larger for the smaller student ({smallest} vs {next_}): "
         f"**{verdict(diff)}** ({PCT * diff['mean']:+.1f} points).",
@@ -303,7 +288,7 @@ def finding_d(res: Results, scale: Scale) -> tuple[list[str], dict]:
         "KL(teacher || student) per token and top-1 agreement (%) on held-out text.",
         "",
     ]
-    lines += _table(["student", "KD", "accuracy", "agreement", "BLEU", "KL", "top-1"], t_rows)
+    lines += fig.md_table(["student", "KD", "accuracy", "agreement", "BLEU", "KL", "top-1"], t_rows)
     for p, d in t_verdicts.items():
         lines.append(
             f"- T = 5 hurts {p} (vs T = 1): **{verdict(d, '<')}** "
@@ -325,70 +310,6 @@ def _fid(res: Results, cond: str) -> list[str]:
 # ---- figures and the document ------------------------------------------------------------
 
 
-SHORT = [
-    "SFT\nhuman",
-    "stage 1 only\nSFT synthetic",
-    "one stage\nGKD human",
-    "two stages\nSFT synthetic,\nthen GKD human",
-    "mixed\nGKD human\n+ synthetic",
-]
-
-
-def _recipe_figure(res: Results, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for ax, metric, unit in ((axes[0], "accuracy", PCT), (axes[1], "chrf", 1.0)):
-        means, errs = [], [[], []]
-        for cond, _ in RECIPES:
-            m, lo, hi = t_ci(res.values(cond, metric)) if res.seeds(cond) else (0, 0, 0)
-            lo, hi = max(lo, 0.0), min(hi, PCT / unit)  # the interval, cut to the scale
-            means.append(unit * m)
-            errs[0].append(unit * (m - lo) if np.isfinite(lo) else 0)
-            errs[1].append(unit * (hi - m) if np.isfinite(hi) else 0)
-        ax.bar(
-            range(len(means)), means, yerr=errs, capsize=5, color=plt.cm.tab10(range(len(means)))
-        )
-        ax.set_xticks(range(len(means)), SHORT, fontsize=7)
-        ax.set_ylabel("exact-match accuracy (%)" if metric == "accuracy" else "chrF (0-100)")
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(
-        "Zorbic translation (low-resource domain), tiny-student: recipes\n"
-        "bars: mean over seeds; error bars: 95% t-interval over seeds",
-        fontsize=10,
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
-def _timing_lines(timings: dict) -> list[str]:
-    total = sum(v["seconds"] for v in timings.values())
-    groups: dict[str, list] = {}
-    for name, v in timings.items():
-        groups.setdefault(name.split(" ")[0], []).append(v)
-    rows = [
-        [
-            g,
-            len(vs),
-            f"{sum(v['seconds'] for v in vs):.0f}",
-            f"{np.mean([v['load'] for v in vs]):.1f}",
-        ]
-        for g, vs in groups.items()
-    ]
-    return [
-        "## Cost",
-        "",
-        f"Summed step time {total / 60:.1f} min on 2 shared CPU cores; "
-        "`load` is the mean 1-minute load average during the steps (2.0 = both cores "
-        "busy; above that, other jobs shared them).",
-        "",
-    ] + _table(["step", "count", "seconds", "load"], rows)
-
-
 def write(root: Path, scale: Scale, timings: dict, docs: str | None = None) -> Path:
     """report/miniature.md (+ PNGs) under the workdir; with `docs`, a copy there too."""
     from kd_jax.report import write_report
@@ -404,7 +325,7 @@ def write(root: Path, scale: Scale, timings: dict, docs: str | None = None) -> P
         write_report(main, str(out / TASK))
     if cipher:  # the teacher's own run gives its score and predictions for agreement
         write_report(cipher, str(out / "cipher"))
-    _recipe_figure(res, out / "cipher_recipes.png")
+    fig.recipe_figure(res, RECIPES, out / "cipher_recipes.png")
 
     lines = [
         f"# Miniature KD study on CPU ({scale.name} scale)",
@@ -431,7 +352,7 @@ def write(root: Path, scale: Scale, timings: dict, docs: str | None = None) -> P
     for rel, title in figures:
         if (out / rel).exists():
             lines += [f"### {title}", "", f"![{title}]({rel})", ""]
-    lines += _timing_lines(timings)
+    lines += fig.timing_lines(timings)
     path = out / "miniature.md"
     path.write_text("\n".join(lines))
     (out / "findings.json").write_text(json.dumps(summary, indent=1, default=str))

@@ -73,6 +73,9 @@ def load_config(spec: str) -> ConfigDict:
     return module.get_config(arg) if sep else module.get_config()
 
 
+_KINDS = {bool: "true or false", int: "an integer", float: "a number", tuple: "a tuple"}
+
+
 def _cast(key: str, value: str, current, typ):
     try:
         if typ is bool:
@@ -95,9 +98,8 @@ def _cast(key: str, value: str, current, typ):
             except (ValueError, SyntaxError):
                 return value
     except (ValueError, SyntaxError):
-        raise ConfigFileError(
-            f"--config.{key}={value}: {key} takes a {typ.__name__} value."
-        ) from None
+        kind = _KINDS.get(typ, f"a {typ.__name__}")
+        raise ConfigFileError(f"--config.{key}={value}: {key} takes {kind}.") from None
     return value
 
 

@@ -92,7 +92,7 @@ def _weight_files(folder: Path) -> dict[str, Path]:
     """tensor name -> safetensors file, from an index or a single model.safetensors."""
     index = folder / "model.safetensors.index.json"
     if index.exists():
-        weight_map = json.loads(index.read_text())["weight_map"]
+        weight_map = _read_json(index)["weight_map"]
         missing = sorted({f for f in weight_map.values() if not (folder / f).exists()})
         if missing:
             raise CheckpointError(
@@ -122,7 +122,17 @@ def _config_json(folder: Path) -> dict:
             f"{folder} has no config.json; point to an HF model folder (as written by "
             "save_pretrained)."
         )
-    return json.loads(cfg_file.read_text())
+    return _read_json(cfg_file)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        where = f" (line {e.lineno}: {e.msg})" if isinstance(e, json.JSONDecodeError) else ""
+        raise CheckpointError(
+            f"{path} is not valid JSON{where}; restore it from the original checkpoint."
+        ) from None
 
 
 def read_config(path: str | Path, **overrides) -> ModelConfig:

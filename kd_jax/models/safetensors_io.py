@@ -53,6 +53,13 @@ class SafetensorsFile:
         self._entries = header
         self._offset = 8 + n
         self._mmap = None
+        data_bytes = self.path.stat().st_size - self._offset
+        needed = max((e["data_offsets"][1] for e in header.values()), default=0)
+        if needed > data_bytes:
+            raise SafetensorsError(
+                f"{self.path} is truncated: its header lists {needed:,} bytes of tensors but "
+                f"the file holds {max(data_bytes, 0):,}; copy or download the file again."
+            )
 
     def keys(self) -> list[str]:
         return list(self._entries)

@@ -11,17 +11,14 @@ the input, sets the pace; the background prefetch thread overlaps the two anyway
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 import time
 
 import jax
 
 from configs import quickstart
-from kd_jax import step as step_lib
-from kd_jax import train
+from kd_jax import step_builder as build
 from kd_jax.data import time_batches
-from kd_jax.optim import learning_rate_schedule, make_optimizer
 
 
 def main() -> None:
@@ -34,21 +31,26 @@ def main() -> None:
         config = quickstart.get_config(name)
         if name == "kd":  # a random teacher of the real shape: only speed is measured
             config.teacher.preset = quickstart.get_config("teacher").student.preset
-        r = train.setup(config)
+        r = build.setup(config)
         data = time_batches(r.pipeline.train_iterator(), args.batches)["seconds_per_batch"]
-        opt = make_optimizer(config.optim, config.train.num_steps)
-        sched = learning_rate_schedule(config.optim, config.train.num_steps)
-        step = jax.jit(functools.partial(step_lib.train_step, optimizer=opt, schedule=sched,
-                                         grad_accum=1, **r.loss_kw))  # fmt: skip
-        state = step_lib.init_state(r.student.trainable, opt)
+        prog = build.build_program(
+            config,
+            mesh=r.mesh,
+            rules=r.rules,
+            student=r.student,
+            teacher=r.teacher,
+            batch_shardings=build.batch_shardings(config, r.mesh, r.rules),
+        )
+        step = prog.train_step
+        state = prog.init_state(r.student.trainable)
         batch = next(r.pipeline.train_iterator())
         rng = jax.random.key(0)
         for _ in range(2):  # the second call sees committed, sharded state: one more compile
-            state, m = step(state, batch, rng, r.context)
+            state, m = step(state, batch, rng, prog.context)
         jax.block_until_ready(m)
         t0 = time.perf_counter()
         for _ in range(args.steps):
-            state, m = step(state, batch, rng, r.context)
+            state, m = step(state, batch, rng, prog.context)
         jax.block_until_ready(m)
         step_s = (time.perf_counter() - t0) / args.steps
         print(f"{name:8s} input {data * 1e3:7.1f} ms/batch   step {step_s * 1e3:7.1f} ms   "

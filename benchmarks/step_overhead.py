@@ -15,7 +15,6 @@ per token at this vocabulary.
 from __future__ import annotations
 
 import argparse
-import functools
 import time
 
 import jax
@@ -24,11 +23,9 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from configs import base
-from kd_jax import losses
 from kd_jax import sharding as shd
-from kd_jax import step as step_lib
-from kd_jax.models.loader import build
-from kd_jax.optim import learning_rate_schedule, make_optimizer
+from kd_jax import step_builder as build
+from kd_jax.models import loader
 from kd_jax.teacher_cache import index_bits
 
 
@@ -72,29 +69,42 @@ def main() -> None:
     args = p.parse_args()
 
     mesh = shd.make_mesh({"data": -1})
-    common = dict(role="x", vocab_size=args.vocab, mesh=mesh)
+    config = base.get_config()
+    config.data.batch_size, config.data.max_length = args.batch, args.length
+    config.kd.update(divergence="fkl", alpha=0.5, temperature=2.0, chunk_size=args.chunk)
+    rules = build.rules_of(config)
+    common = dict(role="x", vocab_size=args.vocab, mesh=mesh, rules=rules)
     student_mc, teacher_mc = base.model_config(), base.model_config()
     student_mc.preset, teacher_mc.preset = args.student, args.teacher
-    student = build(student_mc, **common)
-    teacher = build(teacher_mc, **{**common, "seed": 1})
+    student = loader.build(student_mc, **common)
+    teacher = loader.build(teacher_mc, **{**common, "seed": 1})
     batch = random_batch(args.batch, args.length, args.vocab)
-    optim = ConfigDict(base.get_config().optim.to_dict())
-    opt = make_optimizer(optim, 100)
-    sched = learning_rate_schedule(optim, 100)
-    state = step_lib.init_state(student.trainable, opt)
-    context = {"frozen": student.frozen, "teacher": (teacher.trainable, teacher.frozen)}
     chunk = args.chunk
 
-    def make(teacher_parts, cfg):
-        return jax.jit(functools.partial(
-            step_lib.train_step, optimizer=opt, schedule=sched, grad_accum=1,
-            student=student, teacher=teacher_parts, loss_cfg=cfg, chunk_size=chunk,
-        ))  # fmt: skip
+    def make(method: str, teacher_parts, cache: str = ""):
+        """The run's own train step (kd_jax.step_builder), its state threaded through."""
+        c = ConfigDict(config.to_dict())
+        c.method, c.kd.teacher_cache = method, cache
+        prog = build.build_program(
+            c,
+            mesh=mesh,
+            rules=rules,
+            student=student,
+            teacher=teacher_parts,
+            batch_shardings=build.batch_shardings(c, mesh, rules),
+        )
+        holder = {"state": prog.init_state(student.trainable)}
 
-    kd_cfg = losses.KDLossConfig(kind="fkl", alpha=0.5, temperature=2.0)
-    sft = make(None, losses.KDLossConfig(alpha=0.0))
-    kd = make(teacher, kd_cfg)
-    cached = make(None, kd_cfg)
+        def step(batch):
+            holder["state"], metrics = prog.train_step(holder["state"], batch, rng, prog.context)
+            return metrics
+
+        return step
+
+    rng = jax.random.key(0)
+    sft = make("sft", None)
+    kd = make("kd", teacher)
+    cached = make("kd", None, cache="(top-k from the batch)")
     rng_np = np.random.default_rng(1)
     cached_batch = {
         **batch,
@@ -113,13 +123,12 @@ def main() -> None:
         h = model.hidden(batch["inputs"], batch["positions"], batch["segment_ids"])
         return model.logits(h)
 
-    rng = jax.random.key(0)
     times = interleaved_times(
         {
-            "sft": lambda: sft(state, batch, rng, {**context, "teacher": None}),
+            "sft": lambda: sft(batch),
             "teacher": lambda: teacher_forward(teacher.trainable, teacher.frozen, batch),
-            "kd": lambda: kd(state, batch, rng, context),
-            "cached": lambda: cached(state, cached_batch, rng, {**context, "teacher": None}),
+            "kd": lambda: kd(batch),
+            "cached": lambda: cached(cached_batch),
         },
         args.repeats,
     )

@@ -42,7 +42,6 @@ autodiff keeps and walks back through them, while kd_jax's loss goes over chunks
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import subprocess
@@ -57,16 +56,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from ml_collections import ConfigDict
 
 from configs import base
-from kd_jax import losses
 from kd_jax import sharding as shd
-from kd_jax import step as step_lib
+from kd_jax import step_builder as build
 from kd_jax.models import create_model
 from kd_jax.models.model_config import ModelConfig
 from kd_jax.models.parts import ModelParts
-from kd_jax.optim import learning_rate_schedule, make_optimizer
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_VENV = Path.home() / ".cache" / "kd_jax" / "tunix-venv"
@@ -157,7 +153,7 @@ def build_parts(args, shape: dict, mesh, seed: int) -> ModelParts:
         rms_norm_eps=shape["eps"], tie_word_embeddings=True, qkv_bias=True,
         max_position_embeddings=max(2048, args.length),
     )  # fmt: skip
-    model = create_model(cfg, seed=seed, mesh=mesh)
+    model = create_model(cfg, seed=seed, mesh=mesh, rules=shd.DEFAULT_RULES)
     filters = (nnx.Param, ...)
     graphdef, trainable, frozen = nnx.split(model, *filters)
     return ModelParts(graphdef, nnx.to_pure_dict(trainable), nnx.to_pure_dict(frozen),
@@ -205,21 +201,25 @@ def main() -> None:
     student = build_parts(args, s_shape, mesh, seed=0)
     teacher = build_parts(args, t_shape, mesh, seed=1)
 
-    optim = ConfigDict(base.get_config().optim.to_dict())
-    optim.lr, optim.schedule = args.lr, "constant"
+    config = base.get_config()
+    config.optim.lr, config.optim.schedule = args.lr, "constant"
+    config.train.num_steps = 1
+    config.kd.update(
+        divergence="fkl", alpha=args.alpha, temperature=args.temperature, chunk_size=args.chunk_size
+    )
+    config.data.batch_size, config.data.max_length = args.batch, args.length
+    optim = config.optim
     args.clip_norm = optim.clip_norm
-    opt = make_optimizer(optim, 1)
-    sched = learning_rate_schedule(optim, 1)
-    loss_cfg = losses.KDLossConfig(kind="fkl", alpha=args.alpha, temperature=args.temperature)
-    loss_kw = dict(student=student, teacher=teacher, loss_cfg=loss_cfg,
-                   chunk_size=args.chunk_size)  # fmt: skip
-    kd_step = jax.jit(
-        functools.partial(step_lib.train_step, optimizer=opt, schedule=sched, grad_accum=1,
-                          **loss_kw),
-        donate_argnums=(0,),
-    )  # fmt: skip
-    context = {"frozen": student.frozen, "teacher": (teacher.trainable, teacher.frozen)}
-    eval_loss = jax.jit(functools.partial(step_lib.eval_terms, **loss_kw))
+    rules = build.rules_of(config)
+    program = build.build_program(
+        config,
+        mesh=mesh,
+        rules=rules,
+        student=student,
+        teacher=teacher,
+        batch_shardings=build.batch_shardings(config, mesh, rules),
+    )
+    kd_step, eval_loss, context = program.train_step, program.eval_step, program.context
 
     tokens = np.random.default_rng(0).integers(0, args.vocab, (args.batch, args.length))
     tokens = tokens.astype(np.int32)
@@ -236,7 +236,7 @@ def main() -> None:
         "positions": jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t)),
         "segment_ids": jnp.ones((b, t), jnp.int32),
     }
-    state = step_lib.init_state(jax.tree.map(jnp.copy, student.trainable), opt)
+    state = program.init_state(jax.tree.map(jnp.copy, student.trainable))
     rng = jax.random.key(0)
 
     def kd_loss() -> float:

@@ -7,13 +7,9 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from kd_jax.errors import UserError
+from kd_jax.errors import ConfigError
 
 METHODS = ("sft", "kd")
-
-
-class ConfigError(UserError):
-    """A config value kd_jax cannot run with, naming the key and the fix."""
 
 
 def _writable(workdir: Path) -> bool:
@@ -30,8 +26,8 @@ def _has_source(mc: ConfigDict) -> bool:
 def validate(config: ConfigDict, workdir: str | Path | None) -> None:
     """Raises ConfigError for the first problem found; touches nothing on disk."""
     from kd_jax.data import DataConfig
-    from kd_jax.losses import KDLossConfig
     from kd_jax.optim import learning_rate_schedule, make_optimizer
+    from kd_jax.step_builder import loss_config
 
     if config.method not in METHODS:
         raise ConfigError(f"config.method={config.method!r} is unknown; use one of {METHODS}.")
@@ -47,18 +43,7 @@ def validate(config: ConfigDict, workdir: str | Path | None) -> None:
         )
     kd = config.kd
     try:
-        KDLossConfig(
-            kind=kd.divergence,
-            alpha=kd.alpha,
-            temperature=kd.temperature,
-            scale_by_tau_sq=kd.scale_by_tau_sq,
-            beta=kd.beta,
-            skew=kd.skew,
-            reduction=kd.reduction,
-            teacher_top_k=kd.teacher_top_k,
-            teacher_noise_std=kd.teacher_noise_std,
-            vocab_size=kd.vocab_size or None,
-        )
+        loss_config(config, method="kd")
     except ValueError as e:
         raise ConfigError(f"config.kd: {e}") from None
     if kd.reduction == "sequence" and config.data.packing:

@@ -14,3 +14,7 @@ class UserError(ValueError):
 
 class MissingFileError(UserError, FileNotFoundError):
     """A file or folder the user named does not exist (also a FileNotFoundError)."""
+
+
+class ConfigError(UserError):
+    """A config value kd_jax cannot run with, naming the key and the fix."""

@@ -108,7 +108,16 @@ def _axes_of(variable: nnx.Variable) -> tuple[str | None, ...]:
     return tuple(axes)
 
 
-def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules = DEFAULT_RULES) -> nnx.State:
+def require_rules(rules) -> None:
+    """Sharding on a mesh needs the rules table: the config's, never a silent default."""
+    if rules is None:
+        raise ValueError(
+            "a mesh was given without a rules table; pass rules=config.sharding_rules "
+            "(or kd_jax.sharding.DEFAULT_RULES)."
+        )
+
+
+def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules) -> nnx.State:
     """NamedShardings for an (abstract or concrete) NNX state from its `axes` metadata."""
 
     def one(v):
@@ -120,7 +129,7 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules = DEFAULT_RULES) 
     return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def batch_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES, ndim: int = 2) -> NamedSharding:
+def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 2) -> NamedSharding:
     """Sharding of a [batch, length, ...] array: batch over the data-parallel axes."""
     spec = logical_to_spec(("act_batch",) + (None,) * (ndim - 1), None, mesh, rules)
     return NamedSharding(mesh, spec)
@@ -136,7 +145,7 @@ _ACTIVE: list[tuple[Mesh, Rules]] = []
 
 
 @contextlib.contextmanager
-def activation_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES):
+def activation_sharding(mesh: Mesh, rules: Rules):
     """Within this context, `constrain` pins activations to the mesh; outside it is a no-op."""
     _ACTIVE.append((mesh, tuple(rules)))
     try:
@@ -145,7 +154,7 @@ def activation_sharding(mesh: Mesh, rules: Rules = DEFAULT_RULES):
         _ACTIVE.pop()
 
 
-def under_activation_sharding(fn, mesh: Mesh, rules: Rules | None = DEFAULT_RULES):
+def under_activation_sharding(fn, mesh: Mesh, rules: Rules | None):
     """`fn` traced inside `activation_sharding(mesh, rules)`: wrap a function before jit.
     With `rules=None`, `fn` itself (XLA then propagates activation shardings alone)."""
     if rules is None:

@@ -22,9 +22,9 @@ from ml_collections import ConfigDict
 
 from kd_jax import sharding as shd
 from kd_jax import step as step_lib
-from kd_jax.config_checks import ConfigError
 from kd_jax.data import DataConfig, builtin_paths, make_pipeline
 from kd_jax.data.packing import batch_spec
+from kd_jax.errors import ConfigError
 from kd_jax.losses import KDLossConfig
 from kd_jax.models import loader
 from kd_jax.models.parts import ModelParts
@@ -38,10 +38,11 @@ def rules_of(config: ConfigDict) -> tuple:
     return tuple(tuple(r) for r in config.sharding_rules)
 
 
-def loss_config(config: ConfigDict) -> KDLossConfig:
-    """The loss of a run: cross-entropy alone for SFT, else the `kd` section's KD loss."""
+def loss_config(config: ConfigDict, method: str | None = None) -> KDLossConfig:
+    """The loss of a run: cross-entropy alone for SFT, else the `kd` section's KD loss
+    (`method` overrides config.method: the config checks read the `kd` section always)."""
     kd = config.kd
-    if config.method == "sft":
+    if (method or config.method) == "sft":
         return KDLossConfig(kind="fkl", alpha=0.0, reduction=kd.reduction)
     return KDLossConfig(
         kind=kd.divergence,

@@ -29,7 +29,7 @@ def test_sharded_load_equals_single_device(family, tmp_path, devices):
     make_hf_model(llama_config() if family == "llama" else qwen2_config(), tmp_path)
     mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     single = hf_io.load(tmp_path)
-    sharded = hf_io.load(tmp_path, mesh=mesh)
+    sharded = hf_io.load(tmp_path, mesh=mesh, rules=shd.DEFAULT_RULES)
     # The parameters really are split: q kernel [L, embed, heads, head_dim] over fsdp/tensor.
     q = sharded.blocks.q.kernel[...]
     assert tuple(q.sharding.spec) == (None, "fsdp", "tensor", None)
@@ -39,11 +39,11 @@ def test_sharded_load_equals_single_device(family, tmp_path, devices):
     assert emb.addressable_shards[0].data.size < emb.size
 
     tokens = _tokens(single.cfg.vocab_size)
-    batch = jax.device_put(tokens, shd.batch_sharding(mesh))
+    batch = jax.device_put(tokens, shd.batch_sharding(mesh, shd.DEFAULT_RULES))
 
     @nnx.jit
     def forward(model, x):
-        with shd.activation_sharding(mesh):
+        with shd.activation_sharding(mesh, shd.DEFAULT_RULES):
             return model(x)
 
     np.testing.assert_allclose(
@@ -53,7 +53,9 @@ def test_sharded_load_equals_single_device(family, tmp_path, devices):
 
 def test_non_dividing_dims_stay_replicated(devices):
     mesh = shd.make_mesh({"data": 1, "fsdp": 1, "tensor": 8})
-    model = create_model(presets.get("tiny-qwen2"), mesh=mesh)  # 2 kv heads, tensor = 8
+    model = create_model(
+        presets.get("tiny-qwen2"), mesh=mesh, rules=shd.DEFAULT_RULES
+    )  # 2 kv heads, tensor = 8
     assert set(model.blocks.k.kernel[...].sharding.spec) <= {None}
     assert set(model.blocks.q.kernel[...].sharding.spec) <= {None}  # 4 heads do not divide 8
     assert tuple(model.blocks.gate.kernel[...].sharding.spec) == (None, None, "tensor")

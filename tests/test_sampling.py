@@ -101,10 +101,16 @@ def test_sharded_sampling_equals_single_device(devices):
     """Greedy and seeded sampling on a (data, fsdp, tensor) mesh give the 1-device tokens."""
     cfg = presets.get("tiny-llama", vocab_size=61)
     mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
-    single, sharded = create_model(cfg, seed=4), create_model(cfg, seed=4, mesh=mesh)
+    single, sharded = (
+        create_model(cfg, seed=4),
+        create_model(cfg, seed=4, mesh=mesh, rules=shd.DEFAULT_RULES),
+    )
     rows = [[5, 9, 2, 44, 7], [3, 1], [8, 8, 8], [1, 2, 3, 4], [9], [7, 7], [4, 5, 6], [2]]
     tokens, mask = left_pad(rows, pad_id=0)
-    placed = [jax.device_put(jnp.asarray(a), shd.batch_sharding(mesh)) for a in (tokens, mask)]
+    placed = [
+        jax.device_put(jnp.asarray(a), shd.batch_sharding(mesh, shd.DEFAULT_RULES))
+        for a in (tokens, mask)
+    ]
     for cfg_s in (SamplingConfig(max_new_tokens=6), SamplingConfig(6, temperature=1.0, top_k=8)):
         ref, _ = generate(single, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(1), cfg_s)
         out, _ = generate(sharded, *placed, jax.random.key(1), cfg_s)

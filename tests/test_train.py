@@ -13,7 +13,7 @@ import pytest
 import transformers
 
 from kd_jax import train
-from kd_jax.config_checks import ConfigError
+from kd_jax.errors import ConfigError
 from kd_jax.metrics_log import read_metrics
 from kd_jax.models.loader import export, load_trained
 

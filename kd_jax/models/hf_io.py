@@ -146,7 +146,7 @@ def load(
     dtype: str | None = None,
     param_dtype: str | None = None,
     mesh: Mesh | None = None,
-    rules=shd.DEFAULT_RULES,
+    rules=None,
     lora: LoraConfig | None = None,
     remat_policy: str | None = None,
     seed: int = 0,
@@ -165,6 +165,7 @@ def load(
     files = _weight_files(folder)
     graphdef, state = nnx.split(abstract_model(cfg))
     if mesh is not None:
+        shd.require_rules(rules)
         shardings = shd.state_shardings(state, mesh, rules)
     else:
         single = SingleDeviceSharding(jax.devices()[0])

@@ -36,12 +36,12 @@ def param_count(model_or_state, include_lora: bool = True) -> int:
     return total
 
 
-def create_model(
-    cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None, rules=shd.DEFAULT_RULES
-) -> Decoder:
-    """A randomly initialized decoder, sharded on `mesh` when one is given."""
+def create_model(cfg: ModelConfig, seed: int = 0, mesh: Mesh | None = None, rules=None) -> Decoder:
+    """A randomly initialized decoder, sharded on `mesh` by the logical-axis `rules`
+    (the config's `sharding_rules`) when a mesh is given."""
     if mesh is None:
         return Decoder(cfg, rngs=nnx.Rngs(seed))
+    shd.require_rules(rules)
     graphdef, abstract_state = nnx.split(abstract_model(cfg))
     shardings = shd.state_shardings(abstract_state, mesh, rules)
 

@@ -11,11 +11,11 @@ from kd_jax.evaluation import (
     fidelity_from_predictions,
     get_task,
     rationale_bleu,
-    token_fidelity_sums,
     token_kl,
     top1_agreement,
     write_fidelity,
 )
+from kd_jax.losses.agreement import dense_fidelity_sums, fidelity_sums
 from tests.test_eval_tasks import FIXTURES
 
 
@@ -50,7 +50,7 @@ def test_top1_agreement_by_hand():
     s[0, 0, 1] = s[0, 1, 0] = s[0, 2, 3] = 5.0  # agrees at positions 0 and 2
     assert float(top1_agreement(t, s, np.ones((1, 3)))) == pytest.approx(2 / 3)
     assert float(top1_agreement(t, s, np.array([[0, 1, 0]]))) == 0.0
-    sums = token_fidelity_sums(t, s, np.ones((1, 3)))
+    sums = dense_fidelity_sums(t, s, np.ones((1, 3)))
     assert (float(sums["top1"]), float(sums["tokens"])) == (2.0, 3.0)
 
 
@@ -88,3 +88,18 @@ def test_fidelity_from_two_evaluations(tmp_path):
     assert per_task["gsm8k"]["bleu"] == pytest.approx(want)
     doc = write_fidelity(str(tmp_path / "student"), per_task, kl=0.25, top1=0.75)
     assert json.loads((tmp_path / "student" / "fidelity.json").read_text()) == doc
+
+
+def test_chunked_fidelity_equals_the_dense_logits():
+    """From hidden states in chunks of tokens == from both models' full logits (1e-5)."""
+    rng = np.random.default_rng(0)
+    h_t, h_s = rng.normal(size=(3, 7, 5)), rng.normal(size=(3, 7, 4))
+    w_t, w_s = rng.normal(size=(5, 11)), rng.normal(size=(4, 13))  # padding rows differ
+    mask = (rng.random((3, 7)) > 0.3).astype(np.float32)
+    dense = dense_fidelity_sums(h_t @ w_t, h_s @ w_s, mask)
+    assert float(dense["kl"]) == pytest.approx(_np_kl(h_t @ w_t, (h_s @ w_s)[..., :11], mask)
+                                               * mask.sum(), rel=1e-5)  # fmt: skip
+    for chunk in (1, 4, 21, 64):
+        sums = fidelity_sums(h_t, w_t, h_s, w_s, mask, chunk_size=chunk)
+        for k in ("kl", "top1", "tokens"):
+            assert float(sums[k]) == pytest.approx(float(dense[k]), rel=1e-5, abs=1e-6), (chunk, k)

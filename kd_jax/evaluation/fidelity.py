@@ -14,8 +14,8 @@ Definitions (Study B's repository has no code for them, so they are fixed here):
               sequence); vocabularies of different size are cut to the smaller one, as
               Study B does for its KD losses.
   top-1       fraction of unmasked tokens where both models' argmax agree.
-The token functions are pure jax and jit; `token_fidelity_sums` returns sums and counts
-so held-out sets larger than one batch are reduced exactly.
+The token numbers come from kd_jax.losses.agreement (the loss zoo's forward KL, chunked
+over tokens, as sums and counts so held-out sets larger than one batch reduce exactly).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import jax.numpy as jnp
 
 from kd_jax.evaluation.metrics import corpus_bleu
 from kd_jax.evaluation.tasks import TASKS, Task, get_task
+from kd_jax.losses.agreement import dense_fidelity_sums
 
 
 def agreement(task: Task, teacher_predictions: Sequence, student_predictions: Sequence) -> float:
@@ -45,31 +46,14 @@ def rationale_bleu(teacher_responses: Sequence[str], student_responses: Sequence
     return corpus_bleu(student_responses, teacher_responses)
 
 
-def _common_vocab(teacher_BxTxV, student_BxTxV):
-    v = min(teacher_BxTxV.shape[-1], student_BxTxV.shape[-1])
-    return teacher_BxTxV[..., :v].astype(jnp.float32), student_BxTxV[..., :v].astype(jnp.float32)
-
-
-@jax.jit
-def token_fidelity_sums(teacher_logits_BxTxV, student_logits_BxTxV, mask_BxT) -> dict:
-    """Sums over unmasked tokens of KL(teacher || student) and of top-1 agreement, and the count."""
-    t, s = _common_vocab(teacher_logits_BxTxV, student_logits_BxTxV)
-    log_p = jax.nn.log_softmax(t, axis=-1)
-    log_q = jax.nn.log_softmax(s, axis=-1)
-    kl_BxT = jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
-    top1_BxT = (jnp.argmax(t, axis=-1) == jnp.argmax(s, axis=-1)).astype(jnp.float32)
-    mask = mask_BxT.astype(jnp.float32)
-    return {"kl": jnp.sum(kl_BxT * mask), "top1": jnp.sum(top1_BxT * mask), "tokens": mask.sum()}
-
-
 def token_kl(teacher_logits_BxTxV, student_logits_BxTxV, mask_BxT) -> jax.Array:
     """Mean over unmasked tokens of KL(teacher || student) at T = 1."""
-    sums = token_fidelity_sums(teacher_logits_BxTxV, student_logits_BxTxV, mask_BxT)
+    sums = dense_fidelity_sums(teacher_logits_BxTxV, student_logits_BxTxV, mask_BxT)
     return sums["kl"] / jnp.maximum(sums["tokens"], 1.0)
 
 
 def top1_agreement(teacher_logits_BxTxV, student_logits_BxTxV, mask_BxT) -> jax.Array:
-    sums = token_fidelity_sums(teacher_logits_BxTxV, student_logits_BxTxV, mask_BxT)
+    sums = dense_fidelity_sums(teacher_logits_BxTxV, student_logits_BxTxV, mask_BxT)
     return sums["top1"] / jnp.maximum(sums["tokens"], 1.0)
 
 

@@ -220,14 +220,31 @@ def _teacher_path(config: ConfigDict, teacher: str) -> str:
     return t.workdir or t.hf_path
 
 
-def held_out_fidelity(config: ConfigDict, student, teacher, max_batches: int = 0) -> dict:
+def _hidden_fn(model):
+    """A jitted (final hidden states, unembedding) of an NNX decoder, weights as argument."""
+    import jax
+    from flax import nnx
+
+    graphdef, state = nnx.split(model)
+
+    @jax.jit
+    def forward(state, tokens, positions, segment_ids):
+        m = nnx.merge(graphdef, state)
+        return m.hidden(tokens, positions, segment_ids), m.unembedding()
+
+    return lambda *args: forward(state, *args)
+
+
+def held_out_fidelity(
+    config: ConfigDict, student, teacher, max_batches: int = 0, chunk_size: int = 256
+) -> dict:
     """KL(teacher || student) at T = 1 and top-1 agreement, pooled over the supervised
-    tokens of the run's validation data (data.validation, or the held-out split)."""
+    tokens of the run's validation data (data.validation, or the held-out split), chunked
+    over tokens (kd_jax.losses.agreement): never both models' [B, T, V] logits at once."""
     import jax.numpy as jnp
 
     from kd_jax.data import DataConfig, builtin_paths, make_pipeline
-    from kd_jax.evaluation.fidelity import token_fidelity_sums
-    from kd_jax.evaluation.loglik import model_logits_fn
+    from kd_jax.losses.agreement import fidelity_sums
 
     data = config.data.to_dict()
     for key in ("train", "validation", "tokenizer"):
@@ -237,13 +254,14 @@ def held_out_fidelity(config: ConfigDict, student, teacher, max_batches: int = 0
     if not batches:
         log.warning("The run has no validation data (data.validation / validation_size): no KL.")
         return {}
-    s_fn, t_fn = model_logits_fn(student), model_logits_fn(teacher)
+    s_fn, t_fn = _hidden_fn(student), _hidden_fn(teacher)
     totals = {"kl": 0.0, "top1": 0.0, "tokens": 0.0}
     for i, b in enumerate(batches):
         if max_batches and i >= max_batches:
             break
         args = [jnp.asarray(b[k]) for k in ("inputs", "positions", "segment_ids")]
-        sums = token_fidelity_sums(t_fn(*args), s_fn(*args), jnp.asarray(b["loss_mask"]))
+        mask = jnp.asarray(b["loss_mask"])
+        sums = fidelity_sums(*t_fn(*args), *s_fn(*args), mask, chunk_size=chunk_size)
         totals = {k: totals[k] + float(sums[k]) for k in totals}
     n = max(totals["tokens"], 1.0)
     return {"kl": totals["kl"] / n, "top1": totals["top1"] / n, "tokens": totals["tokens"]}

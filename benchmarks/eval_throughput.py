@@ -95,14 +95,27 @@ def main():
         tok = load_tokenizer(build_tokenizer(os.path.join(tmp, "tok"), per_family=200))
         model = create_model(presets.get(args.preset, vocab_size=len(tok)), seed=0)
         tasks = ["arith", "compare"]
-        print(f"{args.preset}, {jax.devices()[0].platform}, {args.new_tokens} new tokens, "
-              f"tasks {tasks}, {args.examples} examples each")  # fmt: skip
+        print(
+            f"{args.preset}, {jax.devices()[0].platform}, {args.new_tokens} new tokens, "
+            f"tasks {tasks}, {args.examples} examples each"
+        )
         data, out = os.path.join(tmp, "data"), os.path.join(tmp, "out")
-        one = timed("one at a time", tasks, make_greedy(model, tok, 1, args.new_tokens),
-                    data, out, args.examples)  # fmt: skip
-        many = timed(f"batched ({args.batch_size})", tasks,
-                     make_greedy(model, tok, args.batch_size, args.new_tokens), data, out,
-                     args.examples)  # fmt: skip
+        one = timed(
+            "one at a time",
+            tasks,
+            make_greedy(model, tok, 1, args.new_tokens),
+            data,
+            out,
+            args.examples,
+        )
+        many = timed(
+            f"batched ({args.batch_size})",
+            tasks,
+            make_greedy(model, tok, args.batch_size, args.new_tokens),
+            data,
+            out,
+            args.examples,
+        )
         print(f"{'batched / one at a time':>24}: {many / one:.1f}x  (no-cache greedy decode)")
         kw = dict(max_new_tokens=args.new_tokens, temperature=0.0)
         one = timed(
@@ -113,9 +126,14 @@ def main():
             out,
             args.examples,
         )
-        many = timed(f"sampler, batched ({args.batch_size})", tasks,
-                     make_generate(model, tok, batch_size=args.batch_size, **kw), data, out,
-                     args.examples)  # fmt: skip
+        many = timed(
+            f"sampler, batched ({args.batch_size})",
+            tasks,
+            make_generate(model, tok, batch_size=args.batch_size, **kw),
+            data,
+            out,
+            args.examples,
+        )
         print(f"{'batched / one at a time':>24}: {many / one:.1f}x  (KV-cache sampler)")
 
 

@@ -32,11 +32,24 @@ from kd_jax.sampling import SamplingConfig, generate
 BUILTIN_VOCAB = 640  # kd_jax.data.builtin_tokenizer's default vocabulary size
 SHAPES = {
     "tiny-teacher": dict(preset="tiny-teacher", vocab_size=BUILTIN_VOCAB),
-    "d256-v8k": dict(preset="tiny-teacher", vocab_size=8192, hidden_size=256,
-                     intermediate_size=768, num_heads=8, head_dim=32),
-    "d512-v8k": dict(preset="tiny-teacher", vocab_size=8192, hidden_size=512,
-                     intermediate_size=1536, num_heads=16, num_kv_heads=4, head_dim=32),
-}  # fmt: skip
+    "d256-v8k": dict(
+        preset="tiny-teacher",
+        vocab_size=8192,
+        hidden_size=256,
+        intermediate_size=768,
+        num_heads=8,
+        head_dim=32,
+    ),
+    "d512-v8k": dict(
+        preset="tiny-teacher",
+        vocab_size=8192,
+        hidden_size=512,
+        intermediate_size=1536,
+        num_heads=16,
+        num_kv_heads=4,
+        head_dim=32,
+    ),
+}
 
 
 def hf_model(shape: dict) -> transformers.PreTrainedModel:
@@ -64,9 +77,11 @@ def measure(torch_model, args) -> dict:
             out = torch_model.generate(
                 torch.as_tensor(prompts),
                 attention_mask=torch.ones(prompts.shape, dtype=torch.long),
-                max_new_tokens=args.new, min_new_tokens=args.new, do_sample=False,
+                max_new_tokens=args.new,
+                min_new_tokens=args.new,
+                do_sample=False,
                 pad_token_id=0,
-            )  # fmt: skip
+            )
         return out[:, args.prompt :].numpy()
 
     same = float(np.mean(ours() == theirs()))  # also the warm-up (and kd_jax's compile)
@@ -90,18 +105,24 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
-    print(f"batch {args.batch}, prompt {args.prompt}, {args.new} new tokens, greedy, f32; "
-          f"{os.cpu_count()} CPU threads for each side")  # fmt: skip
-    print(f"{'shape':14s} {'params':>8s} {'kd_jax tok/s':>13s} {'transformers':>13s} "
-          f"{'ratio':>6s}  same tokens")  # fmt: skip
+    print(
+        f"batch {args.batch}, prompt {args.prompt}, {args.new} new tokens, greedy, f32; "
+        f"{os.cpu_count()} CPU threads for each side"
+    )
+    print(
+        f"{'shape':14s} {'params':>8s} {'kd_jax tok/s':>13s} {'transformers':>13s} "
+        f"{'ratio':>6s}  same tokens"
+    )
     for name in args.shapes.split(","):
         torch_model = hf_model(SHAPES[name])
         n_params = sum(t.numel() for t in torch_model.parameters())
         r = measure(torch_model, args)
         ratio = r["kd_jax"] / r["transformers"]
         target = "  (target >= 3x)" if name == "tiny-teacher" else ""
-        print(f"{name:14s} {n_params / 1e6:7.1f}M {r['kd_jax']:13,.0f} {r['transformers']:13,.0f} "
-              f"{ratio:5.2f}x  {r['same']:.1%}{target}")  # fmt: skip
+        print(
+            f"{name:14s} {n_params / 1e6:7.1f}M {r['kd_jax']:13,.0f} {r['transformers']:13,.0f} "
+            f"{ratio:5.2f}x  {r['same']:.1%}{target}"
+        )
     print(f"load average {os.getloadavg()[0]:.1f}")
 
 

@@ -53,8 +53,10 @@ def main() -> None:
             state, m = step(state, batch, rng, prog.context)
         jax.block_until_ready(m)
         step_s = (time.perf_counter() - t0) / args.steps
-        print(f"{name:8s} input {data * 1e3:7.1f} ms/batch   step {step_s * 1e3:7.1f} ms   "
-              f"input/step = {data / step_s:.3f}")  # fmt: skip
+        print(
+            f"{name:8s} input {data * 1e3:7.1f} ms/batch   step {step_s * 1e3:7.1f} ms   "
+            f"input/step = {data / step_s:.3f}"
+        )
 
 
 if __name__ == "__main__":

@@ -132,8 +132,9 @@ def main() -> None:
         },
         args.repeats,
     )
-    t_sft, t_teacher, t_kd, t_cached = (float(np.median(times[k]))
-                                        for k in ("sft", "teacher", "kd", "cached"))  # fmt: skip
+    t_sft, t_teacher, t_kd, t_cached = (
+        float(np.median(times[k])) for k in ("sft", "teacher", "kd", "cached")
+    )
     # Ratios are the median over rounds of each round's ratio (paired timings).
     ratio = float(np.median(times["kd"] / (times["sft"] + times["teacher"])))
     cached_ratio = float(np.median(times["cached"] / times["sft"]))
@@ -152,8 +153,10 @@ def main() -> None:
     for vocab in (args.vocab, 151_936):
         bits = index_bits(vocab)
         per_token = args.top_k * 2 + -(-args.top_k * bits // 8)
-        print(f"cache size at k={args.top_k}, vocab {vocab:,}: {per_token} bytes/token "
-              "(float16 values, bit-packed ids)")  # fmt: skip
+        print(
+            f"cache size at k={args.top_k}, vocab {vocab:,}: {per_token} bytes/token "
+            "(float16 values, bit-packed ids)"
+        )
 
 
 if __name__ == "__main__":

@@ -120,8 +120,9 @@ def main() -> None:
         alpha=cfg["alpha"],
     )
     o = cfg["optim"]
-    adamw = optax.adamw(o["lr"], b1=o["b1"], b2=o["b2"], eps=o["eps"],
-                        weight_decay=o["weight_decay"])  # fmt: skip
+    adamw = optax.adamw(
+        o["lr"], b1=o["b1"], b2=o["b2"], eps=o["eps"], weight_decay=o["weight_decay"]
+    )
     optimizer = optax.chain(optax.clip_by_global_norm(o["clip_norm"]), adamw)
     training_config = distillation_trainer.TrainingConfig(eval_every_n_steps=10**9, max_steps=None)
     trainer = distillation_trainer.DistillationTrainer(
@@ -160,8 +161,9 @@ def main() -> None:
         holder = {}
         t_inputs = timed(lambda: holder.setdefault("in", gen_model_input_fn(example)))
         inputs = holder["in"]
-        t_teacher = timed(lambda: holder.setdefault(
-            "t", strategy.get_teacher_outputs(teacher, inputs)))  # fmt: skip
+        t_teacher = timed(
+            lambda: holder.setdefault("t", strategy.get_teacher_outputs(teacher, inputs))
+        )
         prepared = distillation_trainer.TrainingInput(
             input_tokens=example.input_tokens,
             input_mask=example.input_mask,
@@ -170,11 +172,13 @@ def main() -> None:
         t_step = timed(lambda: train_step(prepared))
         return {"inputs": t_inputs, "teacher": t_teacher, "step": t_step, "trainer": steps(1)}
 
-    versions = {name: mod.__version__ for name, mod in
-                (("jax", jax), ("flax", flax), ("optax", optax))}  # fmt: skip
+    versions = {
+        name: mod.__version__ for name, mod in (("jax", jax), ("flax", flax), ("optax", optax))
+    }
     versions["google-tunix"] = version("google-tunix")
-    answers.write(json.dumps({"ready": True, "versions": versions,
-                              "devices": str(jax.devices())}) + "\n")  # fmt: skip
+    answers.write(
+        json.dumps({"ready": True, "versions": versions, "devices": str(jax.devices())}) + "\n"
+    )
     for line in sys.stdin:
         cmd = json.loads(line)
         name = cmd["cmd"]

@@ -102,9 +102,12 @@ class TunixSide:
         env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
         self.proc = subprocess.Popen(
             [str(python), str(HERE / "tunix_side.py"), str(config_path)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.log, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            text=True,
             env=env,
-        )  # fmt: skip
+        )
         self.hello = self._read()
 
     def _read(self) -> dict:
@@ -140,24 +143,39 @@ class TunixSide:
 
 def qwen2_shape(args, dim: int, layers: int) -> dict:
     return dict(
-        dim=dim, layers=layers, heads=dim // args.head_dim, kv_heads=args.kv_heads,
-        head_dim=args.head_dim, ffn=args.ffn_mult * dim, rope_theta=1_000_000.0, eps=1e-6,
-    )  # fmt: skip
+        dim=dim,
+        layers=layers,
+        heads=dim // args.head_dim,
+        kv_heads=args.kv_heads,
+        head_dim=args.head_dim,
+        ffn=args.ffn_mult * dim,
+        rope_theta=1_000_000.0,
+        eps=1e-6,
+    )
 
 
 def build_parts(args, shape: dict, mesh, seed: int) -> ModelParts:
     cfg = ModelConfig(
-        vocab_size=args.vocab, hidden_size=shape["dim"], intermediate_size=shape["ffn"],
-        num_layers=shape["layers"], num_heads=shape["heads"], num_kv_heads=shape["kv_heads"],
-        head_dim=shape["head_dim"], family="qwen2", rope_theta=shape["rope_theta"],
-        rms_norm_eps=shape["eps"], tie_word_embeddings=True, qkv_bias=True,
+        vocab_size=args.vocab,
+        hidden_size=shape["dim"],
+        intermediate_size=shape["ffn"],
+        num_layers=shape["layers"],
+        num_heads=shape["heads"],
+        num_kv_heads=shape["kv_heads"],
+        head_dim=shape["head_dim"],
+        family="qwen2",
+        rope_theta=shape["rope_theta"],
+        rms_norm_eps=shape["eps"],
+        tie_word_embeddings=True,
+        qkv_bias=True,
         max_position_embeddings=max(2048, args.length),
-    )  # fmt: skip
+    )
     model = create_model(cfg, seed=seed, mesh=mesh, rules=shd.DEFAULT_RULES)
     filters = (nnx.Param, ...)
     graphdef, trainable, frozen = nnx.split(model, *filters)
-    return ModelParts(graphdef, nnx.to_pure_dict(trainable), nnx.to_pure_dict(frozen),
-                      filters, model.cfg)  # fmt: skip
+    return ModelParts(
+        graphdef, nnx.to_pure_dict(trainable), nnx.to_pure_dict(frozen), filters, model.cfg
+    )
 
 
 def flat(prefix: str, tree: dict) -> dict:
@@ -182,8 +200,12 @@ def main() -> None:
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--alpha", type=float, default=0.5, help="weight of the KD term vs CE")
     p.add_argument("--lr", type=float, default=3e-4)
-    p.add_argument("--chunk-size", type=int, default=base.get_config().kd.chunk_size,
-                   help="kd_jax loss chunk (tokens); default: configs/base.py's")  # fmt: skip
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        default=base.get_config().kd.chunk_size,
+        help="kd_jax loss chunk (tokens); default: configs/base.py's",
+    )
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per side (>= 2)")
     p.add_argument("--steps", type=int, default=5, help="steps per timed sample")
     p.add_argument("--repeats", type=int, default=15, help="timed samples per side")
@@ -253,16 +275,29 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="kd_jax_vs_tunix_") as tmp:
         tmp = Path(tmp)
-        np.savez(tmp / "weights.npz", **flat("student", student.trainable),
-                 **flat("teacher", teacher.trainable))  # fmt: skip
+        np.savez(
+            tmp / "weights.npz",
+            **flat("student", student.trainable),
+            **flat("teacher", teacher.trainable),
+        )
         np.save(tmp / "tokens.npy", tokens)
         config = dict(
-            vocab=args.vocab, student=s_shape, teacher=t_shape,
-            temperature=args.temperature, alpha=args.alpha,
-            optim=dict(lr=optim.lr, b1=optim.b1, b2=optim.b2, eps=optim.eps,
-                       weight_decay=optim.weight_decay, clip_norm=optim.clip_norm),
-            weights=str(tmp / "weights.npz"), tokens=str(tmp / "tokens.npy"),
-        )  # fmt: skip
+            vocab=args.vocab,
+            student=s_shape,
+            teacher=t_shape,
+            temperature=args.temperature,
+            alpha=args.alpha,
+            optim=dict(
+                lr=optim.lr,
+                b1=optim.b1,
+                b2=optim.b2,
+                eps=optim.eps,
+                weight_decay=optim.weight_decay,
+                clip_norm=optim.clip_norm,
+            ),
+            weights=str(tmp / "weights.npz"),
+            tokens=str(tmp / "tokens.npy"),
+        )
         (tmp / "config.json").write_text(json.dumps(config))
         tunix = TunixSide(python, tmp / "config.json", tmp / "tunix_side.log")
         try:
@@ -312,8 +347,14 @@ def run(args, tunix: TunixSide, kd_loss, kd_steps, teacher: ModelParts, batch) -
     teacher_call = lambda: teacher_logits(teacher.trainable, teacher.frozen, batch)
     timed(teacher_call)
     tunix.ask("parts")
-    parts = {"kd_teacher": [], "kd_step": [], "inputs": [], "teacher": [], "step": [],
-             "trainer": []}  # fmt: skip
+    parts = {
+        "kd_teacher": [],
+        "kd_step": [],
+        "inputs": [],
+        "teacher": [],
+        "step": [],
+        "trainer": [],
+    }
     for _ in range(args.repeats):
         parts["kd_teacher"].append(timed(teacher_call))
         parts["kd_step"].append(kd_steps(1))
@@ -327,45 +368,63 @@ def run(args, tunix: TunixSide, kd_loss, kd_steps, teacher: ModelParts, batch) -
 
 def print_report(args, hello: dict, r: dict, s_shape: dict, t_shape: dict) -> None:
     def desc(s):
-        return (f"d={s['dim']} x {s['layers']} layers, {s['heads']} heads / {s['kv_heads']} "
-                f"kv of {s['head_dim']}, MLP {s['ffn']}")  # fmt: skip
+        return (
+            f"d={s['dim']} x {s['layers']} layers, {s['heads']} heads / {s['kv_heads']} "
+            f"kv of {s['head_dim']}, MLP {s['ffn']}"
+        )
 
     tokens = args.batch * args.length
     ours = {"jax": jax.__version__, "flax": flax.__version__, "optax": optax.__version__}
-    print(f"Qwen2 shapes, float32, vocab {args.vocab}, tied embeddings, q/k/v biases; batch "
-          f"{args.batch} x {args.length} tokens")  # fmt: skip
+    print(
+        f"Qwen2 shapes, float32, vocab {args.vocab}, tied embeddings, q/k/v biases; batch "
+        f"{args.batch} x {args.length} tokens"
+    )
     print(f"  student {desc(s_shape)}")
     print(f"  teacher {desc(t_shape)}")
-    print(f"loss: alpha={args.alpha} * tau^2 * KL(p_T || p_S) at tau={args.temperature} + "
-          f"(1 - alpha) * CE; AdamW lr {args.lr} after clipping at {r['clip']}; kd_jax "
-          f"chunk {args.chunk_size} tokens")  # fmt: skip
+    print(
+        f"loss: alpha={args.alpha} * tau^2 * KL(p_T || p_S) at tau={args.temperature} + "
+        f"(1 - alpha) * CE; AdamW lr {args.lr} after clipping at {r['clip']}; kd_jax "
+        f"chunk {args.chunk_size} tokens"
+    )
     print(f"kd_jax side: {ours}, devices {jax.devices()}")
     print(f"Tunix side:  {hello['versions']}, devices {hello['devices']}")
     load = ", ".join(f"{x:.1f}" for x in r["load"])
     print(f"load average (1 min) through the run: {load} on {os.cpu_count()} CPUs")
     (a0, b0), (a1, b1) = r["loss0"], r["loss1"]
     print(f"loss before step 1:    kd_jax {a0:.6f}   Tunix {b0:.6f}   (diff {a0 - b0:+.1e})")
-    print(f"loss after {r['num_steps']:3d} steps:  kd_jax {a1:.6f}   Tunix {b1:.6f}   "
-          f"(diff {a1 - b1:+.1e})")  # fmt: skip
+    print(
+        f"loss after {r['num_steps']:3d} steps:  kd_jax {a1:.6f}   Tunix {b1:.6f}   "
+        f"(diff {a1 - b1:+.1e})"
+    )
     t = r["times"]
     print(f"median of {args.repeats} samples x {args.steps} steps, sides alternating:")
     for name, label in (("kd_jax", "kd_jax train_step"), ("tunix", "Tunix trainer.train")):
         print(f"  {label:20s} {t[name] * 1e3:8.1f} ms/step  {tokens / t[name]:10,.0f} tokens/s")
-    print(f"ratio kd_jax / Tunix (tokens/s) = {r['ratio']:.2f}x  (target >= 1.5x; median of "
-          "the paired samples' ratios)")  # fmt: skip
+    print(
+        f"ratio kd_jax / Tunix (tokens/s) = {r['ratio']:.2f}x  (target >= 1.5x; median of "
+        "the paired samples' ratios)"
+    )
     q = {k: v * 1e3 for k, v in r["parts"].items()}
     loop = q["trainer"] - q["inputs"] - q["teacher"] - q["step"]
     print("where the time goes (single steps taken apart, medians, sides alternating; ms):")
-    print(f"  teacher forward        kd_jax {q['kd_teacher']:7.1f}   Tunix {q['teacher']:7.1f}   "
-          "(kd_jax: timed alone, runs inside its step; Tunix: its own jit)")  # fmt: skip
-    print(f"  student fwd+loss+bwd   kd_jax {q['kd_step'] - q['kd_teacher']:7.1f}   Tunix "
-          f"{q['step']:7.1f}   (kd_jax: step {q['kd_step']:.1f} minus teacher; Tunix: its "
-          "jitted step; both with the update)")  # fmt: skip
-    print(f"  outside jitted code    Tunix eager inputs {q['inputs']:.1f}, the rest of a "
-          f"one-step trainer.train {loop:+.1f} (step {q['trainer']:.1f})")  # fmt: skip
-    print(f"  whole step             kd_jax {q['kd_step']:7.1f}   Tunix {q['trainer']:7.1f}   "
-          f"ratio {q['trainer'] / q['kd_step']:.2f}x (one step per sample: no overlap of "
-          "steps in Tunix's loop)")  # fmt: skip
+    print(
+        f"  teacher forward        kd_jax {q['kd_teacher']:7.1f}   Tunix {q['teacher']:7.1f}   "
+        "(kd_jax: timed alone, runs inside its step; Tunix: its own jit)"
+    )
+    print(
+        f"  student fwd+loss+bwd   kd_jax {q['kd_step'] - q['kd_teacher']:7.1f}   Tunix "
+        f"{q['step']:7.1f}   (kd_jax: step {q['kd_step']:.1f} minus teacher; Tunix: its "
+        "jitted step; both with the update)"
+    )
+    print(
+        f"  outside jitted code    Tunix eager inputs {q['inputs']:.1f}, the rest of a "
+        f"one-step trainer.train {loop:+.1f} (step {q['trainer']:.1f})"
+    )
+    print(
+        f"  whole step             kd_jax {q['kd_step']:7.1f}   Tunix {q['trainer']:7.1f}   "
+        f"ratio {q['trainer'] / q['kd_step']:.2f}x (one step per sample: no overlap of "
+        "steps in Tunix's loop)"
+    )
 
 
 if __name__ == "__main__":

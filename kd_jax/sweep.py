@@ -154,6 +154,43 @@ def eval_command(workdir: Path, kwargs: dict) -> str:
     return " ".join(shlex.quote(p) for p in parts)
 
 
+def _untimed(_label, fn, *args, **kwargs):
+    return fn(*args, **kwargs)
+
+
+def run_condition(
+    label: str,
+    workdir: Path,
+    config,
+    evaluation: dict,
+    *,
+    progress: bool = False,
+    timer=_untimed,
+    after_eval=None,
+) -> bool:
+    """Trains one condition unless its last checkpoint is there (an unfinished run
+    resumes), then evaluates it unless its evaluation is newer than that checkpoint.
+    Returns whether it trained. `timer(label, fn, *args)` wraps each stage (the miniature
+    suite records wall times); `after_eval()` runs after a fresh evaluation."""
+    from kd_jax import train
+    from kd_jax.evaluation.run_eval import evaluate_run
+
+    trained = not is_finished(workdir, config.train.num_steps)
+    if trained:
+        log.info("%s: training", label)
+        final = timer(f"train {workdir.name}", train.run, config, workdir)
+        if final.get("status") != "completed":
+            raise RuntimeError(f"{workdir.name}: training stopped ({final.get('status')})")
+    if not (evaluation.get("tasks") or config.eval.tasks):
+        log.warning("%s: no evaluation tasks (eval.tasks is empty); not evaluated.", label)
+    elif _needs_eval(workdir):
+        log.info("%s: evaluating", label)
+        timer(f"eval {workdir.name}", evaluate_run, workdir, progress=progress, **evaluation)
+        if after_eval is not None:
+            after_eval()
+    return trained
+
+
 def run_sweep(
     config_path: str | Path,
     workdir: str | Path,
@@ -185,9 +222,6 @@ def run_sweep(
             )
         return {"conditions": conds}
 
-    from kd_jax import train
-    from kd_jax.evaluation.run_eval import evaluate_run
-
     result: dict = {"done": [], "skipped": [], "failed": {}, "report": None}
     for i, arg in enumerate(conds, 1):
         name, wd = condition_name(arg), workdir_of(arg)
@@ -201,21 +235,12 @@ def run_sweep(
         try:
             config = build_config(module, arg, workdir_of, overrides)
             config.train.progress_bar = progress and config.train.progress_bar
-            if is_finished(wd, config.train.num_steps):
-                result["skipped"].append(name)
-            else:
-                log.info("[%d/%d] training %s", i, len(conds), name)
-                final = train.run(config, wd)
-                if final.get("status") != "completed":
-                    raise RuntimeError(f"training stopped: {final.get('status')}")
             kwargs = evaluation_kwargs(module, arg, config)
-            if not (kwargs.get("tasks") or config.eval.tasks):
-                log.warning("%s: no evaluation tasks (eval.tasks is empty); not evaluated.", name)
-            elif _needs_eval(wd):
-                log.info("[%d/%d] evaluating %s", i, len(conds), name)
-                evaluate_run(wd, progress=progress, **kwargs)
+            label = f"[{i}/{len(conds)}] {name}"
+            if not run_condition(label, wd, config, kwargs, progress=progress):
+                result["skipped"].append(name)
             result["done"].append(name)
-            log.info("[%d/%d] %s done in %.0f s", i, len(conds), name, time.time() - t0)
+            log.info("%s done in %.0f s", label, time.time() - t0)
         except Exception as e:  # one broken condition must not stop the grid
             log.error("%s failed: %s\n%s", name, e, traceback.format_exc(limit=3))
             result["failed"][name] = f"{type(e).__name__}: {e}"

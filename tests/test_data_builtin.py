@@ -53,8 +53,10 @@ def test_arith_answers_are_the_arithmetic_of_the_question():
         p = synthetic_tasks.gen_arith(rng)
         q, reply = p.turns[0]
         numbers = [int(x) for x in re.findall(r"\d+", q)]
-        signs = [1] + [-1 if any(v in s for v in synthetic_tasks.LOSS_VERBS) else 1
-                       for s in q.split(" . ")[1:-1]]  # fmt: skip
+        signs = [1] + [
+            -1 if any(v in s for v in synthetic_tasks.LOSS_VERBS) else 1
+            for s in q.split(" . ")[1:-1]
+        ]
         assert sum(s * n for s, n in zip(signs, numbers, strict=True)) == int(p.answer)
         # Every equation in the rationale is true arithmetic.
         equations = re.findall(r"((?:\d+ [+-] )+\d+) = (\d+)", reply)

@@ -70,18 +70,26 @@ def test_rationale_bleu_extremes():
 
 
 def test_fidelity_from_two_evaluations(tmp_path):
-    teacher_says = {"Mark works": "The answer is 480.", "coffee mugs": "It is 8.",
-                    "laptop": "The answer is 800.",
-                    "Tyrannosaurus": "The answer is 1080."}  # fmt: skip
-    student_says = {"Mark works": "The answer is 480.", "coffee mugs": "It is 9.",
-                    "laptop": "no idea", "Tyrannosaurus": "The answer is 1080."}  # fmt: skip
+    teacher_says = {
+        "Mark works": "The answer is 480.",
+        "coffee mugs": "It is 8.",
+        "laptop": "The answer is 800.",
+        "Tyrannosaurus": "The answer is 1080.",
+    }
+    student_says = {
+        "Mark works": "The answer is 480.",
+        "coffee mugs": "It is 9.",
+        "laptop": "no idea",
+        "Tyrannosaurus": "The answer is 1080.",
+    }
 
     def stub(table):
         return lambda prompts: [next(v for k, v in table.items() if k in p) for p in prompts]
 
     for name, table in (("teacher", teacher_says), ("student", student_says)):
-        evaluate(["gsm8k"], stub(table), None, str(tmp_path / name), data_root=FIXTURES,
-                 progress=False)  # fmt: skip
+        evaluate(
+            ["gsm8k"], stub(table), None, str(tmp_path / name), data_root=FIXTURES, progress=False
+        )
     per_task = fidelity_from_predictions(str(tmp_path / "student"), str(tmp_path / "teacher"))
     assert per_task["gsm8k"]["agreement"] == 0.5 and per_task["gsm8k"]["n"] == 4
     want = rationale_bleu(list(teacher_says.values()), list(student_says.values()))
@@ -97,8 +105,9 @@ def test_chunked_fidelity_equals_the_dense_logits():
     w_t, w_s = rng.normal(size=(5, 11)), rng.normal(size=(4, 13))  # padding rows differ
     mask = (rng.random((3, 7)) > 0.3).astype(np.float32)
     dense = dense_fidelity_sums(h_t @ w_t, h_s @ w_s, mask)
-    assert float(dense["kl"]) == pytest.approx(_np_kl(h_t @ w_t, (h_s @ w_s)[..., :11], mask)
-                                               * mask.sum(), rel=1e-5)  # fmt: skip
+    assert float(dense["kl"]) == pytest.approx(
+        _np_kl(h_t @ w_t, (h_s @ w_s)[..., :11], mask) * mask.sum(), rel=1e-5
+    )
     for chunk in (1, 4, 21, 64):
         sums = fidelity_sums(h_t, w_t, h_s, w_s, mask, chunk_size=chunk)
         for k in ("kl", "top1", "tokens"):

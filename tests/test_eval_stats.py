@@ -107,8 +107,9 @@ def test_improvement_of_a_single_temperature_row_matches_the_notebook():
     # Notebook row 8: Qwen2.5-14B -> 0.5B SeqKD and its printed improvements.
     kd = dict(zip(TASKS, [28.43, 44.6, 86.17, 81.50, 78.23, 22.44], strict=True))
     rows = [{"teacher": "Qwen2.5-14B", "student": "Qwen2.5-0.5B", "method": "SeqKD", **kd}]
-    (imp,) = stats.improvements(stats.best_over_temperatures(rows, TASKS),
-                                {"Qwen2.5-0.5B": SFT_05B}, TASKS)  # fmt: skip
+    (imp,) = stats.improvements(
+        stats.best_over_temperatures(rows, TASKS), {"Qwen2.5-0.5B": SFT_05B}, TASKS
+    )
     want = dict(zip(TASKS, [4.93, 2.7, 10.00, 4.33, 3.55, -1.18], strict=True))
     for t in TASKS:
         assert imp[t] == pytest.approx(want[t], abs=1e-9)

@@ -11,8 +11,12 @@ from kd_jax.evaluation import evaluate, stats, write_fidelity
 from kd_jax.report import ReportError, write_report, write_run_meta
 from tests.test_eval_tasks import BUILTIN
 
-PNGS = ["gain_vs_data_size.png", "gain_vs_student_size.png", "accuracy_vs_fidelity.png",
-        "temperature_ablation.png"]  # fmt: skip
+PNGS = [
+    "gain_vs_data_size.png",
+    "gain_vs_student_size.png",
+    "accuracy_vs_fidelity.png",
+    "temperature_ablation.png",
+]
 
 
 def _is_png(path):
@@ -39,8 +43,14 @@ def _evaluated_run(root, name, meta, right):
 
     run = os.path.join(root, name)
     write_run_meta(run, **meta)
-    evaluate(["arith", "compare"], generate, None, os.path.join(run, "eval"),
-             data_root={"builtin": BUILTIN}, progress=False)  # fmt: skip
+    evaluate(
+        ["arith", "compare"],
+        generate,
+        None,
+        os.path.join(run, "eval"),
+        data_root={"builtin": BUILTIN},
+        progress=False,
+    )
     return run
 
 
@@ -48,11 +58,15 @@ def test_two_evaluated_runs_give_markdown_and_all_figures(tmp_path):
     common = {"student": "tiny-student", "student_size": 112_000, "data_size": 500, "seed": 0}
     # SFT: right on 1 of 3 arith and 1 of 3 compare items; KD: 2 of 3 and 3 of 3.
     sft = _evaluated_run(tmp_path, "sft", {"method": "SFT", **common}, ["Leo has", "663 or"])
-    kd = _evaluated_run(tmp_path, "kd", {"method": "SeqKD", "teacher": "tiny-teacher",
-                                         "temperature": 2.0, **common},
-                        ["Leo has", "Sam has", "663 or", "851 or", "540 or"])  # fmt: skip
-    write_fidelity(os.path.join(kd, "eval"), {"arith": {"agreement": 0.5, "bleu": 40.0}},
-                   kl=0.3, top1=0.8)  # fmt: skip
+    kd = _evaluated_run(
+        tmp_path,
+        "kd",
+        {"method": "SeqKD", "teacher": "tiny-teacher", "temperature": 2.0, **common},
+        ["Leo has", "Sam has", "663 or", "851 or", "540 or"],
+    )
+    write_fidelity(
+        os.path.join(kd, "eval"), {"arith": {"agreement": 0.5, "bleu": 40.0}}, kl=0.3, top1=0.8
+    )
     path = write_report([sft, kd], str(tmp_path / "report"))
     text = open(path).read()
     for png in PNGS:
@@ -83,9 +97,18 @@ def _synthetic_run(root, name, meta, acc_by_task, n=120, teacher_acc=None):
         with open(os.path.join(run, "eval", "predictions", f"{task}.jsonl"), "w") as f:
             for i in range(n):
                 pred = str(i) if right[i] else str(1000 + i % 7)
-                f.write(json.dumps({"index": i, "gold": str(i), "prediction": pred,
-                                    "response": f"step {i % 5} . The answer is {pred} .",
-                                    "correct": bool(right[i])}) + "\n")  # fmt: skip
+                f.write(
+                    json.dumps(
+                        {
+                            "index": i,
+                            "gold": str(i),
+                            "prediction": pred,
+                            "response": f"step {i % 5} . The answer is {pred} .",
+                            "correct": bool(right[i]),
+                        }
+                    )
+                    + "\n"
+                )
         tasks[task] = {"n": n, "accuracy": float(right.mean())}
     with open(os.path.join(run, "eval", "scores.json"), "w") as f:
         json.dump({"tasks": tasks}, f)
@@ -101,26 +124,42 @@ def make_sweep(root):
     """Teacher, three students, two data sizes, SFT / SeqKD (T = 1, 2, 5) / RevKD (T = 1),
     two seeds. The true KD gain shrinks with data and student size; T = 5 hurts the
     smallest student, as in Study B."""
-    runs = [_synthetic_run(root, f"teacher-s{s}", {"method": "SFT", "student": "tiny-teacher",
-                                                   "student_size": 816_000, "seed": s},
-                           {"arith": 0.95, "compare": 0.9}) for s in (0, 1)]  # fmt: skip
+    runs = [
+        _synthetic_run(
+            root,
+            f"teacher-s{s}",
+            {"method": "SFT", "student": "tiny-teacher", "student_size": 816_000, "seed": s},
+            {"arith": 0.95, "compare": 0.9},
+        )
+        for s in (0, 1)
+    ]
     for student, size in STUDENTS.items():
         for data in (500, 2000):
             base = 0.35 + 0.08 * math.log10(size / 30_000) + (0.2 if data == 2000 else 0.0)
             gain = 0.12 * (500 / data) ** 0.5 * (30_000 / size) ** 0.3
-            conds = [("SFT", None, 0.0), ("SeqKD", 1.0, gain * 0.6), ("SeqKD", 2.0, gain),
-                     ("SeqKD", 5.0, gain - (0.2 if size < 50_000 else 0.0)),
-                     ("RevKD", 1.0, gain * 1.1)]  # fmt: skip
+            conds = [
+                ("SFT", None, 0.0),
+                ("SeqKD", 1.0, gain * 0.6),
+                ("SeqKD", 2.0, gain),
+                ("SeqKD", 5.0, gain - (0.2 if size < 50_000 else 0.0)),
+                ("RevKD", 1.0, gain * 1.1),
+            ]
             for method, temp, g in conds:
                 for seed in (0, 1):
                     acc = base + g + 0.02 * seed
-                    meta = {"method": method, "student": student, "student_size": size,
-                            "data_size": data, "seed": seed}  # fmt: skip
+                    meta = {
+                        "method": method,
+                        "student": student,
+                        "student_size": size,
+                        "data_size": data,
+                        "seed": seed,
+                    }
                     if method != "SFT":
                         meta.update(teacher="tiny-teacher", temperature=temp)
                     name = f"{method}-{student}-n{data}-T{temp}-s{seed}"
-                    runs.append(_synthetic_run(root, name, meta,
-                                               {"arith": acc, "compare": acc - 0.05}))  # fmt: skip
+                    runs.append(
+                        _synthetic_run(root, name, meta, {"arith": acc, "compare": acc - 0.05})
+                    )
     return runs
 
 
@@ -143,8 +182,12 @@ def test_sweep_report_tables_statistics_and_figures(tmp_path):
     assert sb["ttests"]["all methods"]["average"]["n"] == 12
     assert sb["ttests"]["all methods"]["average"]["pvalue"] < 0.01
     # One teacher only, so its score is constant and has no rank correlation to report.
-    assert set(sb["spearman"]) == {"student size", "student SFT score", "agreement",
-                                   "BLEU fidelity"}  # fmt: skip
+    assert set(sb["spearman"]) == {
+        "student size",
+        "student SFT score",
+        "agreement",
+        "BLEU fidelity",
+    }
     assert sb["spearman"]["student size"]["rho"] < 0  # gains fall with student size
     assert set(sb["anova"]["groups"]) == {"SeqKD", "RevKD"}
     imp = [0.133, 0.121, 0.067, 0.062, 0.092, 0.083, 0.046, 0.042, 0.067, 0.058, 0.033, 0.029]

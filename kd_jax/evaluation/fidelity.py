@@ -89,14 +89,15 @@ def fidelity_from_predictions(student_eval_dir: str, teacher_eval_dir: str, task
             continue
         out[task.name] = {
             "agreement": agreement(
-                task, [teacher[i]["prediction"] for i in common],
+                task,
+                [teacher[i]["prediction"] for i in common],
                 [student[i]["prediction"] for i in common],
             ),
             "bleu": rationale_bleu(
                 [teacher[i]["response"] for i in common], [student[i]["response"] for i in common]
             ),
             "n": len(common),
-        }  # fmt: skip
+        }
     return out
 
 

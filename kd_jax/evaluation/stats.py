@@ -37,8 +37,13 @@ def ttest_greater(improvements: Sequence[float]) -> dict:
     """One-sided one-sample t-test of mean improvement > 0."""
     x = np.asarray(improvements, np.float64)
     r = sps.ttest_1samp(x, 0.0, alternative="greater")
-    return {"statistic": float(r.statistic), "pvalue": float(r.pvalue), "df": len(x) - 1,
-            "mean": float(x.mean()), "n": len(x)}  # fmt: skip
+    return {
+        "statistic": float(r.statistic),
+        "pvalue": float(r.pvalue),
+        "df": len(x) - 1,
+        "mean": float(x.mean()),
+        "n": len(x),
+    }
 
 
 def anova(groups: Mapping[str, Sequence[float]]) -> dict:

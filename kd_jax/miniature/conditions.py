@@ -70,17 +70,35 @@ class Scale:
 
 
 SCALES = {
-    "full": Scale("full", seeds=(0, 1, 2), sizes=(250, 1000, 4000), teacher_steps=1000,
-                  strong_factor=2.0, student_steps=400, stage_steps=125, synthetic=1500,
-                  cipher_teacher_steps=600, eval_examples=300),
-    "smoke": Scale("smoke", seeds=(0,), sizes=(250, 4000), teacher_steps=100,
-                   strong_factor=1.5, student_steps=30, stage_steps=15, synthetic=100,
-                   cipher_teacher_steps=60, eval_examples=30),
-}  # fmt: skip
+    "full": Scale(
+        "full",
+        seeds=(0, 1, 2),
+        sizes=(250, 1000, 4000),
+        teacher_steps=1000,
+        strong_factor=2.0,
+        student_steps=400,
+        stage_steps=125,
+        synthetic=1500,
+        cipher_teacher_steps=600,
+        eval_examples=300,
+    ),
+    "smoke": Scale(
+        "smoke",
+        seeds=(0,),
+        sizes=(250, 4000),
+        teacher_steps=100,
+        strong_factor=1.5,
+        student_steps=30,
+        stage_steps=15,
+        synthetic=100,
+        cipher_teacher_steps=60,
+        eval_examples=30,
+    ),
+}
 
 
 @dataclasses.dataclass
-class Run:
+class PlannedRun:
     """One training run and how it is named in the report (run.json)."""
 
     name: str  # folder under the workdir
@@ -124,7 +142,7 @@ def _common(scale: Scale, seed: int, steps: int):
     return c
 
 
-def teacher_runs(scale: Scale) -> list[Run]:
+def teacher_runs(scale: Scale) -> list[PlannedRun]:
     out = []
     extra = int(scale.teacher_steps * (scale.strong_factor - 1))
     for name, steps in (("teacher", scale.teacher_steps), ("strong-teacher", extra)):
@@ -140,7 +158,7 @@ def teacher_runs(scale: Scale) -> list[Run]:
             c.student.preset, c.student.workdir = "", "teacher"
             needs = ("teacher",)
         meta = {"method": "SFT", "student": name, "data_size": 0}
-        out.append(Run(name, c, meta, ("teacher",), needs))
+        out.append(PlannedRun(name, c, meta, ("teacher",), needs))
     return out
 
 
@@ -166,7 +184,7 @@ def _student(scale, seed, preset, n, method, teacher="teacher", temperature=1.0)
     return c, meta, needs
 
 
-def student_runs(scale: Scale) -> list[Run]:
+def student_runs(scale: Scale) -> list[PlannedRun]:
     """Findings (a), (b), (d): a run per (condition, seed), shared conditions once."""
     small, large = min(scale.sizes), max(scale.sizes)
     specs: dict[tuple, set] = {}
@@ -192,8 +210,14 @@ def student_runs(scale: Scale) -> list[Run]:
             c, meta, needs = _student(scale, seed, preset, n, method, teacher, t)
             name = f"{preset}_n{n}_{method}" + (f"_{teacher}_T{t:g}" if method == "kd" else "")
             meta["seed"] = seed
-            run = Run(f"{name}_s{seed}", c, meta, tuple(sorted(groups)), needs,
-                      teacher=teacher if method == "kd" else None)  # fmt: skip
+            run = PlannedRun(
+                f"{name}_s{seed}",
+                c,
+                meta,
+                tuple(sorted(groups)),
+                needs,
+                teacher=teacher if method == "kd" else None,
+            )
             out.append(run)
     return out
 
@@ -218,7 +242,7 @@ def _gkd(c, teacher: str = "cipher-teacher") -> None:
     c.gkd.lambda_, c.gkd.temperature, c.gkd.max_new_tokens = 0.5, 0.9, 32
 
 
-def cipher_teacher_run(scale: Scale) -> Run:
+def cipher_teacher_run(scale: Scale) -> PlannedRun:
     """The teacher of (c). Study A's teacher writes its synthetic data and answers in the
     human examples' format; the general teacher learned the built-in teacher-style replies
     (60% a long word-by-word gloss), which a tiny student cannot finish in its budget, so
@@ -230,10 +254,10 @@ def cipher_teacher_run(scale: Scale) -> Run:
     c.data.train = TERSE_CIPHER
     c.data.packing = True
     meta = {"method": "SFT", "student": "cipher-teacher", "data_size": 0}
-    return Run("cipher-teacher", c, meta, ("teacher",), (TERSE_CIPHER,), task="cipher")
+    return PlannedRun("cipher-teacher", c, meta, ("teacher",), (TERSE_CIPHER,), task="cipher")
 
 
-def cipher_runs(scale: Scale) -> list[Run]:
+def cipher_runs(scale: Scale) -> list[PlannedRun]:
     """Finding (c): the low-resource recipes on Zorbic translation."""
     s, out = scale.stage_steps, []
     for seed in scale.seeds:
@@ -255,21 +279,54 @@ def cipher_runs(scale: Scale) -> list[Run]:
         mixed.data.train = f"{HUMAN_CIPHER},synthetic"
         _gkd(mixed)
         out += [
-            Run(f"cipher_sft_s{seed}", sft, {**human, "method": "SFT"}, ("c",), task="cipher"),
-            Run(f"cipher_stage1_s{seed}", stage1,
-                {**human, "method": "SFT", "student": "stage1 (synthetic only)",
-                 "data_size": scale.synthetic}, ("c",), ("synthetic",), task="cipher"),
-            Run(f"cipher_one-stage_s{seed}", one, {**human, **gkd_meta, "method": "one-stage GKD"},
-                ("c",), ("cipher-teacher",), teacher="cipher-teacher", task="cipher"),
-            Run(f"cipher_two-stage_s{seed}", two, {**human, **gkd_meta, "method": "two-stage GKD"},
-                ("c",), (f"cipher_stage1_s{seed}",), teacher="cipher-teacher", task="cipher"),
-            Run(f"cipher_mixed_s{seed}", mixed, {**human, **gkd_meta, "method": "mixed GKD"},
-                ("c",), ("synthetic",), teacher="cipher-teacher", task="cipher"),
-        ]  # fmt: skip
+            PlannedRun(
+                f"cipher_sft_s{seed}", sft, {**human, "method": "SFT"}, ("c",), task="cipher"
+            ),
+            PlannedRun(
+                f"cipher_stage1_s{seed}",
+                stage1,
+                {
+                    **human,
+                    "method": "SFT",
+                    "student": "stage1 (synthetic only)",
+                    "data_size": scale.synthetic,
+                },
+                ("c",),
+                ("synthetic",),
+                task="cipher",
+            ),
+            PlannedRun(
+                f"cipher_one-stage_s{seed}",
+                one,
+                {**human, **gkd_meta, "method": "one-stage GKD"},
+                ("c",),
+                ("cipher-teacher",),
+                teacher="cipher-teacher",
+                task="cipher",
+            ),
+            PlannedRun(
+                f"cipher_two-stage_s{seed}",
+                two,
+                {**human, **gkd_meta, "method": "two-stage GKD"},
+                ("c",),
+                (f"cipher_stage1_s{seed}",),
+                teacher="cipher-teacher",
+                task="cipher",
+            ),
+            PlannedRun(
+                f"cipher_mixed_s{seed}",
+                mixed,
+                {**human, **gkd_meta, "method": "mixed GKD"},
+                ("c",),
+                ("synthetic",),
+                teacher="cipher-teacher",
+                task="cipher",
+            ),
+        ]
     return out
 
 
-def build_plan(scale: Scale) -> list[Run]:
+def build_plan(scale: Scale) -> list[PlannedRun]:
     """Every run, teachers first; a run's `needs` always come earlier in the list."""
     return (
         teacher_runs(scale) + student_runs(scale) + [cipher_teacher_run(scale)] + cipher_runs(scale)

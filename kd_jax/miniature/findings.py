@@ -21,7 +21,7 @@ import numpy as np
 
 from kd_jax.evaluation import stats
 from kd_jax.miniature import figures as fig
-from kd_jax.miniature.conditions import TASK, Run, Scale, build_plan
+from kd_jax.miniature.conditions import TASK, PlannedRun, Scale, build_plan
 
 PCT = 100.0
 
@@ -36,7 +36,7 @@ def _read(path: Path):
 class Results:
     """Per-run scores, per-example correctness and fidelity, grouped by condition."""
 
-    def __init__(self, root: Path, plan: list[Run]):
+    def __init__(self, root: Path, plan: list[PlannedRun]):
         self.root, self.plan = root, plan
         self.runs = {r.name: r for r in plan}
         self.scores, self.correct, self.fid = {}, {}, {}

@@ -9,6 +9,7 @@ the two cores the suite actually had.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from kd_jax.miniature.conditions import CACHE_K, HUMAN_CIPHER, TERSE_CIPHER, Run, Scale
+from kd_jax.miniature.conditions import CACHE_K, HUMAN_CIPHER, TERSE_CIPHER, PlannedRun, Scale
 
 log = logging.getLogger("kd_jax.miniature")
 
@@ -41,7 +42,7 @@ class Timer:
         return out
 
 
-def resolve_paths(run: Run, root: Path) -> ConfigDict:
+def resolve_paths(run: PlannedRun, root: Path) -> ConfigDict:
     """The run's config with run names, "cache:<teacher>" and "synthetic" made paths."""
     c = ConfigDict(run.config.to_dict())
     for mc in (c.student, c.teacher):
@@ -50,7 +51,7 @@ def resolve_paths(run: Run, root: Path) -> ConfigDict:
     if c.kd.teacher_cache.startswith("cache:"):
         c.kd.teacher_cache = str(root / f"cache-{c.kd.teacher_cache[len('cache:') :]}")
     named = {"synthetic": root / "synthetic.jsonl", TERSE_CIPHER: root / "cipher_terse.jsonl"}
-    files = [str(named.get(p, p)) for p in c.data.train.split(",")]  # fmt: skip
+    files = [str(named.get(p, p)) for p in c.data.train.split(",")]
     c.data.train = ",".join(files)
     return c
 
@@ -73,8 +74,11 @@ def terse_cipher(root: Path) -> Path:
     out = root / "cipher_terse.jsonl"
     if not out.exists():
         with open(builtin_paths.resolve("builtin:chat/cipher/train"), encoding="utf-8") as f:
-            keep = [line for line in f if not json.loads(line)["messages"][-1]["content"]
-                    .startswith("Word by word")]  # fmt: skip
+            keep = [
+                line
+                for line in f
+                if not json.loads(line)["messages"][-1]["content"].startswith("Word by word")
+            ]
         out.write_text("".join(keep))
     return out
 
@@ -122,7 +126,7 @@ class Models:
         return self._cache[path]
 
 
-def fidelity(run: Run, wd: Path, root: Path, config: ConfigDict, models: Models) -> None:
+def fidelity(run: PlannedRun, wd: Path, root: Path, config: ConfigDict, models: Models) -> None:
     """fidelity.json: agreement/BLEU against the teacher's own predictions, held-out KL."""
     from kd_jax.evaluation.fidelity import fidelity_from_predictions, write_fidelity
     from kd_jax.evaluation.run_eval import held_out_fidelity
@@ -135,17 +139,23 @@ def fidelity(run: Run, wd: Path, root: Path, config: ConfigDict, models: Models)
     write_fidelity(str(wd / "eval"), per_task, **held)
 
 
-def run_plan(plan: list[Run], root: Path, scale: Scale) -> dict:
+def run_plan(plan: list[PlannedRun], root: Path, scale: Scale) -> dict:
     """Runs every step of the plan that is not done yet; returns the timings."""
-    from kd_jax import sweep, train
-    from kd_jax.evaluation.run_eval import evaluate_run
+    from kd_jax import sweep
 
     root.mkdir(parents=True, exist_ok=True)
     timer = Timer(root / "timings.json")
     models = Models()
-    (root / "plan.json").write_text(json.dumps(
-        {"scale": scale.__dict__, "runs": [{"name": r.name, "groups": r.groups, "meta": r.meta}
-                                           for r in plan]}, indent=1, default=list))  # fmt: skip
+    (root / "plan.json").write_text(
+        json.dumps(
+            {
+                "scale": scale.__dict__,
+                "runs": [{"name": r.name, "groups": r.groups, "meta": r.meta} for r in plan],
+            },
+            indent=1,
+            default=list,
+        )
+    )
     for i, run in enumerate(plan, 1):
         wd = root / run.name
         config = resolve_paths(run, root)
@@ -156,14 +166,13 @@ def run_plan(plan: list[Run], root: Path, scale: Scale) -> dict:
                 timer("synthetic data", synthesize, root, scale)
             elif need.startswith("cache:"):
                 timer(f"cache {need[6:]}", build_cache, config, Path(config.kd.teacher_cache))
-        if not sweep.is_finished(wd, config.train.num_steps):
-            log.info("[%d/%d] training %s", i, len(plan), run.name)
-            final = timer(f"train {run.name}", train.run, config, wd)
-            if final.get("status") != "completed":
-                raise RuntimeError(f"{run.name}: training stopped ({final.get('status')})")
-        if sweep._needs_eval(wd):
-            log.info("[%d/%d] evaluating %s", i, len(plan), run.name)
-            timer(f"eval {run.name}", evaluate_run, wd, meta=dict(run.meta), progress=False)
-            if run.teacher:
-                timer(f"fidelity {run.name}", fidelity, run, wd, root, config, models)
+        after = None
+        if run.teacher:
+            after = functools.partial(
+                timer, f"fidelity {run.name}", fidelity, run, wd, root, config, models
+            )
+        label = f"[{i}/{len(plan)}] {run.name}"
+        sweep.run_condition(
+            label, wd, config, {"meta": dict(run.meta)}, timer=timer, after_eval=after
+        )
     return timer.rows

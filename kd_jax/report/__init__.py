@@ -58,18 +58,34 @@ def _study_b_section(sb: dict, tasks) -> list[str]:
     imp = sb["improvements"]
     if not imp:
         return lines + ["No KD condition has an SFT run of the same student and data size.", ""]
-    lines += ["Per (teacher, student, data size, method): the best temperature per column, "
-              "minus the student's SFT (accuracy points).", ""]  # fmt: skip
+    lines += [
+        "Per (teacher, student, data size, method): the best temperature per column, "
+        "minus the student's SFT (accuracy points).",
+        "",
+    ]
     header = ["teacher", "student", "data size", "method", "average", *tasks]
-    rows = [[str(r["teacher"]), r["student"][0], _num(r["student"][1]), r["method"],
-             f"{100 * r['average']:+.1f}", *[f"{100 * r[t]:+.1f}" for t in tasks]]
-            for r in imp]  # fmt: skip
+    rows = [
+        [
+            str(r["teacher"]),
+            r["student"][0],
+            _num(r["student"][1]),
+            r["method"],
+            f"{100 * r['average']:+.1f}",
+            *[f"{100 * r[t]:+.1f}" for t in tasks],
+        ]
+        for r in imp
+    ]
     lines += _table(header, rows) + [""]
     if sb["ttests"]:
-        lines += ["One-sided one-sample t-test that the improvement > 0 "
-                  "(scipy `ttest_1samp(..., alternative='greater')`):", ""]  # fmt: skip
-        rows = [[m, str(res["average"]["n"]), *[_test(res[k]) for k in ("average", *tasks)]]
-                for m, res in sb["ttests"].items()]  # fmt: skip
+        lines += [
+            "One-sided one-sample t-test that the improvement > 0 "
+            "(scipy `ttest_1samp(..., alternative='greater')`):",
+            "",
+        ]
+        rows = [
+            [m, str(res["average"]["n"]), *[_test(res[k]) for k in ("average", *tasks)]]
+            for m, res in sb["ttests"].items()
+        ]
         lines += _table(["rows", "n", "average", *tasks], rows) + [""]
     else:
         lines += ["t-tests need at least 2 improvement rows.", ""]
@@ -81,8 +97,10 @@ def _study_b_section(sb: dict, tasks) -> list[str]:
             "",
         ]
     if sb["spearman"]:
-        rows = [[k, f"{v['rho']:+.2f}", f"{v['pvalue']:.3g}", str(v["n"])]
-                for k, v in sb["spearman"].items()]  # fmt: skip
+        rows = [
+            [k, f"{v['rho']:+.2f}", f"{v['pvalue']:.3g}", str(v["n"])]
+            for k, v in sb["spearman"].items()
+        ]
         lines += ["Spearman correlation of the average improvement with:", ""]
         lines += _table(["factor", "rho", "p", "n"], rows) + [""]
     return lines
@@ -100,48 +118,93 @@ def write_report(run_dirs: list[str], out_dir: str) -> str:
     sb = analysis.study_b(conds, tasks)
     os.makedirs(out_dir, exist_ok=True)
 
-    lines = ["# KD evaluation report", "",
-             f"{len(runs)} runs, {len(conds)} conditions; tasks: {', '.join(tasks)}.",
-             "Accuracies are percentages, macro-averaged over these tasks; CIs are 95% "
-             "percentile bootstraps.", ""]  # fmt: skip
+    lines = [
+        "# KD evaluation report",
+        "",
+        f"{len(runs)} runs, {len(conds)} conditions; tasks: {', '.join(tasks)}.",
+        "Accuracies are percentages, macro-averaged over these tasks; CIs are 95% "
+        "percentile bootstraps.",
+        "",
+    ]
     if dropped:
         lines += [f"Left out (not scored by every run): {', '.join(dropped)}.", ""]
     lines += ["## Runs", ""]
     lines += _table(
         ["run", "method", "teacher", "student", "params", "data size", "T", "seed"],
-        [[r.label, r.method, r.teacher or "—", r.student, _num(r.student_size),
-          _num(r.data_size), _num(r.temperature), _num(r.seed)] for r in runs],
-    ) + [""]  # fmt: skip
+        [
+            [
+                r.label,
+                r.method,
+                r.teacher or "—",
+                r.student,
+                _num(r.student_size),
+                _num(r.data_size),
+                _num(r.temperature),
+                _num(r.seed),
+            ]
+            for r in runs
+        ],
+    ) + [""]
     lines += ["## Accuracy per task and method", "", "Mean over seeds (%).", ""]
     lines += _table(
         ["condition", "seeds", *tasks, "average", "95% CI (examples)"],
-        [[c.name(), str(len(c.runs)), *[_pct(c.task_mean(t)) for t in tasks],
-          _pct(c.average(tasks)), _ci(analysis.accuracy_ci(c, tasks), signed=False)]
-         for c in conds],
-    ) + [""]  # fmt: skip
-    lines += ["## Gain over SFT", "",
-              "KD minus SFT of the same student and data size, task average (accuracy points).",
-              ""]  # fmt: skip
+        [
+            [
+                c.name(),
+                str(len(c.runs)),
+                *[_pct(c.task_mean(t)) for t in tasks],
+                _pct(c.average(tasks)),
+                _ci(analysis.accuracy_ci(c, tasks), signed=False),
+            ]
+            for c in conds
+        ],
+    ) + [""]
+    lines += [
+        "## Gain over SFT",
+        "",
+        "KD minus SFT of the same student and data size, task average (accuracy points).",
+        "",
+    ]
     if gains:
         lines += _table(
             ["condition", "KD", "SFT", "gain", "95% CI (examples)", "95% CI (seeds)"],
-            [[g["cond"].name(), _pct(g["cond"].average(tasks)), _pct(g["sft"].average(tasks)),
-              f"{100 * g['gain']:+.1f}", _ci(g["ci_examples"]), _ci(g["ci_seeds"])]
-             for g in gains],
-        ) + [""]  # fmt: skip
+            [
+                [
+                    g["cond"].name(),
+                    _pct(g["cond"].average(tasks)),
+                    _pct(g["sft"].average(tasks)),
+                    f"{100 * g['gain']:+.1f}",
+                    _ci(g["ci_examples"]),
+                    _ci(g["ci_seeds"]),
+                ]
+                for g in gains
+            ],
+        ) + [""]
     else:
         lines += ["No KD condition has an SFT run of the same student and data size.", ""]
     fid_rows = [c for c in conds if not c.is_sft and any(r.fidelity for r in c.runs)]
     if fid_rows:
-        lines += ["## Fidelity to the teacher", "",
-                  "Agreement: same final answer (%); BLEU: student vs teacher rationales "
-                  "(sacrebleu 13a, 0-100); KL(teacher||student) per token at T=1 and top-1 "
-                  "agreement (%) on held-out text.", ""]  # fmt: skip
+        lines += [
+            "## Fidelity to the teacher",
+            "",
+            "Agreement: same final answer (%); BLEU: student vs teacher rationales "
+            "(sacrebleu 13a, 0-100); KL(teacher||student) per token at T=1 and top-1 "
+            "agreement (%) on held-out text.",
+            "",
+        ]
         lines += _table(
             ["condition", "agreement", "BLEU", "KL", "top-1"],
-            [[c.name(), _pct(c.fidelity("agreement")), _num(c.fidelity("bleu"), "{:.1f}"),
-              _num(c.fidelity("kl"), "{:.3f}"), _pct(c.fidelity("top1"))] for c in fid_rows],
-        ) + [""]  # fmt: skip
+            [
+                [
+                    c.name(),
+                    _pct(c.fidelity("agreement")),
+                    _num(c.fidelity("bleu"), "{:.1f}"),
+                    _num(c.fidelity("kl"), "{:.3f}"),
+                    _pct(c.fidelity("top1")),
+                ]
+                for c in fid_rows
+            ],
+        ) + [""]
     lines += _study_b_section(sb, tasks)
 
     figures = [
@@ -159,14 +222,28 @@ def write_report(run_dirs: list[str], out_dir: str) -> str:
 
     summary = {
         "tasks": tasks,
-        "conditions": [{"name": c.name(), "seeds": len(c.runs), "average": c.average(tasks),
-                        "tasks": {t: c.task_mean(t) for t in tasks},
-                        "runs": [r.path for r in c.runs]} for c in conds],
-        "gains": [{"condition": g["cond"].name(), "gain": g["gain"],
-                   "ci_examples": g["ci_examples"], "ci_seeds": g["ci_seeds"]} for g in gains],
+        "conditions": [
+            {
+                "name": c.name(),
+                "seeds": len(c.runs),
+                "average": c.average(tasks),
+                "tasks": {t: c.task_mean(t) for t in tasks},
+                "runs": [r.path for r in c.runs],
+            }
+            for c in conds
+        ],
+        "gains": [
+            {
+                "condition": g["cond"].name(),
+                "gain": g["gain"],
+                "ci_examples": g["ci_examples"],
+                "ci_seeds": g["ci_seeds"],
+            }
+            for g in gains
+        ],
         "study_b": {k: v for k, v in sb.items() if k != "improvements"},
         "figures": [os.path.basename(p) for _, p in figures if p],
-    }  # fmt: skip
+    }
     with open(os.path.join(out_dir, "summary.json"), "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=1)
     path = os.path.join(out_dir, "report.md")

@@ -103,8 +103,15 @@ def group(runs: list[Run]) -> list[Condition]:
     conds = [Condition(k[0], k[1], k[2], k[3], k[4], v) for k, v in by_key.items()]
 
     def order(c: Condition):
-        return (c.student_size or 0, c.student, c.data_size or 0, not c.is_sft, c.method,
-                c.teacher or "", c.temperature or 0)  # fmt: skip
+        return (
+            c.student_size or 0,
+            c.student,
+            c.data_size or 0,
+            not c.is_sft,
+            c.method,
+            c.teacher or "",
+            c.temperature or 0,
+        )
 
     return sorted(conds, key=order)
 
@@ -132,8 +139,13 @@ def gains(conds: list[Condition], tasks) -> list[dict]:
         sft = sft_for(c, conds)
         if sft is None:
             continue
-        row = {"cond": c, "sft": sft, "gain": c.average(tasks) - sft.average(tasks),
-               "ci_examples": None, "ci_seeds": None}  # fmt: skip
+        row = {
+            "cond": c,
+            "sft": sft,
+            "gain": c.average(tasks) - sft.average(tasks),
+            "ci_examples": None,
+            "ci_seeds": None,
+        }
         a, b = c.example_scores(tasks), sft.example_scores(tasks)
         if a is not None and b is not None and all(len(a[t]) == len(b[t]) for t in tasks):
             row["ci_examples"] = stats.paired_gain_ci(a, b, n_boot=N_BOOT)
@@ -148,8 +160,15 @@ def gains(conds: list[Condition], tasks) -> list[dict]:
 def study_b(conds: list[Condition], tasks) -> dict:
     """Study B's improvement rows and hypothesis tests over the KD conditions."""
     kd = [c for c in conds if not c.is_sft and sft_for(c, conds) is not None]
-    rows = [{"teacher": c.teacher, "student": (c.student, c.data_size), "method": c.method,
-             **{t: c.task_mean(t) for t in tasks}} for c in kd]  # fmt: skip
+    rows = [
+        {
+            "teacher": c.teacher,
+            "student": (c.student, c.data_size),
+            "method": c.method,
+            **{t: c.task_mean(t) for t in tasks},
+        }
+        for c in kd
+    ]
     best = stats.best_over_temperatures(rows, tasks)
     sft_by = {
         (c.student, c.data_size): {t: c.task_mean(t) for t in tasks} for c in conds if c.is_sft
@@ -170,12 +189,23 @@ def study_b(conds: list[Condition], tasks) -> dict:
     if len(groups) >= 2:
         result["anova"] = stats.anova(groups)
     # Correlates of the gain, each taken from the temperature that gave the best average.
-    factors: dict[str, list] = {k: [] for k in
-                                ("student size", "teacher score", "student SFT score",
-                                 "agreement", "BLEU fidelity")}  # fmt: skip
+    factors: dict[str, list] = {
+        k: []
+        for k in (
+            "student size",
+            "teacher score",
+            "student SFT score",
+            "agreement",
+            "BLEU fidelity",
+        )
+    }
     for r in imp:
-        members = [c for c in kd if (c.teacher, (c.student, c.data_size), c.method)
-                   == (r["teacher"], r["student"], r["method"])]  # fmt: skip
+        members = [
+            c
+            for c in kd
+            if (c.teacher, (c.student, c.data_size), c.method)
+            == (r["teacher"], r["student"], r["method"])
+        ]
         top = max(members, key=lambda c: c.average(tasks))
         teacher_sft = [c for c in conds if c.is_sft and c.student == top.teacher]
         factors["student size"].append(top.student_size)

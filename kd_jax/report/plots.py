@@ -51,8 +51,9 @@ def _colors(labels) -> dict:
 def _panels(n: int, width: float = 4.6, height: float = 3.6):
     cols = min(n, 3)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(width * cols + 3.2, height * rows + 0.8),
-                             squeeze=False, sharey=True)  # fmt: skip
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width * cols + 3.2, height * rows + 0.8), squeeze=False, sharey=True
+    )
     flat = list(axes.flat)
     for ax in flat[n:]:
         ax.set_visible(False)
@@ -68,8 +69,14 @@ def _save(fig, axes, title: str, note: str, path: str) -> str:
                 handles[lab] = h
                 labels.append(lab)
     fig.suptitle(f"{title}\n{note}", fontsize=10)
-    fig.legend([handles[lab] for lab in labels], labels, loc="center left",
-               bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=True)  # fmt: skip
+    fig.legend(
+        [handles[lab] for lab in labels],
+        labels,
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        fontsize=8,
+        frameon=True,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
@@ -96,15 +103,22 @@ def _gain_panels(rows, facet_of, facet_title, x_of, xlabel, title, path, ticks=N
     colors = _colors(_kd_label(r["cond"]) for r in rows)
     fig, axes = _panels(len(facets))
     xs_all = [x_of(r) for r in rows]
-    for ax, (facet, members) in zip(axes, sorted(facets.items(), key=lambda kv: kv[0]),
-                                    strict=True):  # fmt: skip
+    for ax, (facet, members) in zip(
+        axes, sorted(facets.items(), key=lambda kv: kv[0]), strict=True
+    ):
         series: dict = {}
         for r in members:
             series.setdefault(_kd_label(r["cond"]), []).append(r)
         for label, pts in sorted(series.items()):
             pts.sort(key=x_of)
-            _errorbar(ax, [x_of(r) for r in pts], [PCT * r["gain"] for r in pts],
-                      [_gain_ci(r) for r in pts], color=colors[label], label=label)  # fmt: skip
+            _errorbar(
+                ax,
+                [x_of(r) for r in pts],
+                [PCT * r["gain"] for r in pts],
+                [_gain_ci(r) for r in pts],
+                color=colors[label],
+                label=label,
+            )
         ax.axhline(0.0, color="black", lw=0.8, ls="--", label="SFT (gain 0)")
         ax.set_title(facet_title(facet), fontsize=9)
         ax.set_xlabel(xlabel)
@@ -119,13 +133,18 @@ def _gain_panels(rows, facet_of, facet_title, x_of, xlabel, title, path, ticks=N
 
 def gain_vs_data_size(gain_rows: list[dict], out_dir: str) -> str | None:
     return _gain_panels(
-        gain_rows, lambda r: (r["cond"].student_size or 0, r["cond"].student),
+        gain_rows,
+        lambda r: (r["cond"].student_size or 0, r["cond"].student),
         lambda f: f"student {f[1]}" + (f" ({_size(f[0])} params)" if f[0] else ""),
-        lambda r: r["cond"].data_size, "training examples (data size)",
-        "KD gain over SFT vs data size", os.path.join(out_dir, "gain_vs_data_size.png"),
-        ticks=lambda rows: ([x for x in sorted({r["cond"].data_size for r in rows})],
-                            [f"{x:g}" for x in sorted({r["cond"].data_size for r in rows})]),
-    )  # fmt: skip
+        lambda r: r["cond"].data_size,
+        "training examples (data size)",
+        "KD gain over SFT vs data size",
+        os.path.join(out_dir, "gain_vs_data_size.png"),
+        ticks=lambda rows: (
+            [x for x in sorted({r["cond"].data_size for r in rows})],
+            [f"{x:g}" for x in sorted({r["cond"].data_size for r in rows})],
+        ),
+    )
 
 
 def gain_vs_student_size(gain_rows: list[dict], out_dir: str) -> str | None:
@@ -134,19 +153,27 @@ def gain_vs_student_size(gain_rows: list[dict], out_dir: str) -> str | None:
         return [s for s, _ in sizes], [f"{n}\n{_size(s)}" for s, n in sizes]
 
     return _gain_panels(
-        gain_rows, lambda r: r["cond"].data_size or 0,
+        gain_rows,
+        lambda r: r["cond"].data_size or 0,
         lambda f: "data size not recorded" if not f else f"data size {_num(f)}",
-        lambda r: r["cond"].student_size, "student (parameters)",
-        "KD gain over SFT vs student size", os.path.join(out_dir, "gain_vs_student_size.png"),
+        lambda r: r["cond"].student_size,
+        "student (parameters)",
+        "KD gain over SFT vs student size",
+        os.path.join(out_dir, "gain_vs_student_size.png"),
         ticks=ticks,
-    )  # fmt: skip
+    )
 
 
 def accuracy_vs_fidelity(conds: list[Condition], tasks, out_dir: str) -> str | None:
     points = [(c, r) for c in conds if not c.is_sft for r in c.runs if r.fidelity]
-    panels = [(k, n) for k, n in (("agreement", "final-answer agreement with teacher (%)"),
-                                  ("bleu", "rationale BLEU vs teacher (0-100)"))
-              if any(k in r.fidelity for _, r in points)]  # fmt: skip
+    panels = [
+        (k, n)
+        for k, n in (
+            ("agreement", "final-answer agreement with teacher (%)"),
+            ("bleu", "rationale BLEU vs teacher (0-100)"),
+        )
+        if any(k in r.fidelity for _, r in points)
+    ]
     if not panels:
         return None
     fig, axes = _panels(len(panels))
@@ -179,17 +206,21 @@ def temperature_ablation(conds: list[Condition], tasks, out_dir: str) -> str | N
     colors = _colors((c.method, c.teacher) for c in kd)
     fig, axes = _panels(len(facets))
     temps = sorted({c.temperature for c in kd})
-    for ax, ((size, student, data), members) in zip(axes, sorted(facets.items()),
-                                                    strict=True):  # fmt: skip
+    for ax, ((size, student, data), members) in zip(axes, sorted(facets.items()), strict=True):
         lines: dict = {}
         for c in members:
             lines.setdefault((c.method, c.teacher), []).append(c)
         for key, pts in sorted(lines.items()):
             pts.sort(key=lambda c: c.temperature)
             acc = [_accuracy_with_ci(c, tasks) for c in pts]
-            _errorbar(ax, [c.temperature for c in pts], [PCT * m for m, _ in acc],
-                      [ci for _, ci in acc], color=colors[key],
-                      label=f"{key[0]} (teacher {key[1]})")  # fmt: skip
+            _errorbar(
+                ax,
+                [c.temperature for c in pts],
+                [PCT * m for m, _ in acc],
+                [ci for _, ci in acc],
+                color=colors[key],
+                label=f"{key[0]} (teacher {key[1]})",
+            )
         sft = [c for c in conds if c.is_sft and c.student == student and (c.data_size or 0) == data]
         if sft:
             mean, ci = _accuracy_with_ci(sft[0], tasks)
@@ -202,5 +233,6 @@ def temperature_ablation(conds: list[Condition], tasks, out_dir: str) -> str | N
         ax.set_xlabel("KD temperature T")
     axes[0].set_ylabel("student accuracy, task average (%)")
     note = "error bars and SFT band: 95% bootstrap CI (over seeds, or examples with 1 seed)"
-    return _save(fig, axes, "Temperature ablation", note,
-                 os.path.join(out_dir, "temperature_ablation.png"))  # fmt: skip
+    return _save(
+        fig, axes, "Temperature ablation", note, os.path.join(out_dir, "temperature_ablation.png")
+    )

@@ -120,13 +120,19 @@ def load_run(path: str) -> Run:
                 rows = [json.loads(line) for line in f if line.strip()]
             correct[task] = np.asarray([float(r[field]) for r in rows])
     run = Run(
-        path=path, eval_dir=eval_dir, method=str(meta["method"]), student=str(meta["student"]),
-        teacher=meta.get("teacher") or None, student_size=_number(meta, "student_size", meta_path),
+        path=path,
+        eval_dir=eval_dir,
+        method=str(meta["method"]),
+        student=str(meta["student"]),
+        teacher=meta.get("teacher") or None,
+        student_size=_number(meta, "student_size", meta_path),
         data_size=_number(meta, "data_size", meta_path),
-        temperature=_number(meta, "temperature", meta_path), seed=meta.get("seed"),
+        temperature=_number(meta, "temperature", meta_path),
+        seed=meta.get("seed"),
         label=str(meta.get("label") or os.path.basename(os.path.normpath(path))),
-        scores=scores, correct=correct,
-    )  # fmt: skip
+        scores=scores,
+        correct=correct,
+    )
     if run.is_sft:  # SFT has no teacher and no temperature, whatever run.json says
         run.teacher, run.temperature = None, None
     fid_path = os.path.join(eval_dir, FIDELITY_JSON)

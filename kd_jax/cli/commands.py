@@ -146,7 +146,7 @@ def cmd_sweep(argv: list[str]) -> int:
 
 def cmd_report(argv: list[str]) -> int:
     from kd_jax.report import write_report
-    from kd_jax.report.build import expand_run_dirs
+    from kd_jax.report.runs import expand_run_dirs
 
     p = _parser("report", "the Markdown report and figures across evaluated runs")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

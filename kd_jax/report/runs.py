@@ -178,3 +178,28 @@ def teacher_run(run: Run, runs: list[Run]) -> Run | None:
     cands = [r for r in runs if r.is_sft and r.student == run.teacher]
     same_seed = [r for r in cands if r.seed == run.seed]
     return (same_seed or cands or [None])[0]
+
+
+def expand_run_dirs(paths: list[str]) -> tuple[list[str], list[str]]:
+    """(evaluated run folders, skipped folders) from run folders and folders of runs.
+
+    A folder that is not itself a run but holds runs (a sweep's workdir) stands for every
+    run inside it; folders with nothing evaluated (a teacher that was never evaluated,
+    the report folder itself) are skipped."""
+    runs, skipped = [], []
+    for path in paths:
+        if not os.path.isdir(path):
+            raise ReportError(f"{path}: no such folder; pass run folders or a sweep's workdir")
+        if os.path.exists(os.path.join(path, RUN_JSON)):
+            runs.append(path)
+            continue
+        inner = sorted(
+            os.path.join(path, d)
+            for d in os.listdir(path)
+            if os.path.exists(os.path.join(path, d, RUN_JSON))
+        )
+        if inner:
+            runs.extend(inner)
+        else:
+            skipped.append(path)
+    return runs, skipped

@@ -6,7 +6,8 @@ import logging
 import pytest
 
 from kd_jax.data import DataError, read_records
-from kd_jax.data.sources import expand_paths, open_source
+from kd_jax.data.source_dispatch import open_source
+from kd_jax.data.sources import expand_paths
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}
 ALPACA = {"instruction": "add 1 and 2", "output": "1 + 2 = 3", "answer": 3}

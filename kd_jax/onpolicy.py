@@ -90,7 +90,7 @@ def onpolicy_batch(params, frozen, batch, rng, *, student: ModelParts, cfg: Samp
     return jax.tree.map(lambda x: jnp.where(has_response[:, None], x, 0).astype(x.dtype), out)
 
 
-def make_onpolicy_fn(student: ModelParts, cfg: SamplingConfig, shardings: dict, rules=None):
+def make_onpolicy_fn(student: ModelParts, cfg: SamplingConfig, shardings: dict, rules):
     """`onpolicy_batch` jitted once for the run (params, frozen, batch, rng) -> batch;
     with `rules`, activations are pinned by the logical-axis table as in the train step."""
     fn = functools.partial(onpolicy_batch, student=student, cfg=cfg)

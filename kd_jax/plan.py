@@ -4,7 +4,7 @@
         --config.student.preset=llama-3.2-1b --config.teacher.preset=llama-3.1-70b \
         --devices 64 --mesh fsdp=64        # axes not named are 1; default: config.mesh
 
-The real train step (`kd_jax.step.make_train_step`, as `kd_jax.train.run` builds it) is
+The real train step (`kd_jax.step_builder.build_program`, as `kd_jax.train.run` builds it) is
 lowered and compiled ahead of time for the real model shapes on N simulated CPU devices.
 No weight is allocated: student and teacher are `nnx.eval_shape` models whose leaves are
 ShapeDtypeStructs carrying their NamedShardings, the optimizer state comes from

@@ -29,8 +29,6 @@ from kd_jax import losses
 from kd_jax import sharding as shd
 from kd_jax.models.parts import ModelParts
 
-BATCH_KEYS = ("inputs", "targets", "loss_mask", "positions", "segment_ids")
-
 
 def init_state(params: dict, optimizer: optax.GradientTransformation) -> dict:
     return dict(
@@ -167,7 +165,7 @@ def eval_terms(params: dict, batch: dict, context: dict, **loss_kw) -> dict:
     return {k: terms[k] for k in ("loss_sum", "div_sum", "ce_sum", "num_tokens", "denominator")}
 
 
-def make_train_step(*, state_shardings, batch_shardings, context_shardings, rules=None, **kw):
+def make_train_step(*, state_shardings, batch_shardings, context_shardings, rules, **kw):
     """`train_step` jitted with explicit shardings; the old state's buffers are donated.
 
     With `rules` (the config's logical-axis table) activations are pinned by it too
@@ -181,7 +179,7 @@ def make_train_step(*, state_shardings, batch_shardings, context_shardings, rule
     )
 
 
-def make_eval_step(*, param_shardings, batch_shardings, context_shardings, rules=None, **kw):
+def make_eval_step(*, param_shardings, batch_shardings, context_shardings, rules, **kw):
     repl = _replicated(param_shardings)
     return jax.jit(
         shd.under_activation_sharding(functools.partial(eval_terms, **kw), repl.mesh, rules),

@@ -35,12 +35,18 @@ MODELS = {
 }
 # The 11 teacher -> student pairs.
 PAIRS = [
-    ("qwen3b", "qwen0.5b"), ("qwen3b", "qwen1.5b"),
-    ("qwen7b", "qwen0.5b"), ("qwen7b", "qwen1.5b"), ("qwen7b", "qwen3b"),
-    ("qwen14b", "qwen0.5b"), ("qwen14b", "qwen1.5b"), ("qwen14b", "qwen3b"),
+    ("qwen3b", "qwen0.5b"),
+    ("qwen3b", "qwen1.5b"),
+    ("qwen7b", "qwen0.5b"),
+    ("qwen7b", "qwen1.5b"),
+    ("qwen7b", "qwen3b"),
+    ("qwen14b", "qwen0.5b"),
+    ("qwen14b", "qwen1.5b"),
+    ("qwen14b", "qwen3b"),
     ("qwen14b", "qwen7b"),
-    ("llama8b", "llama1b"), ("llama8b", "llama3b"),
-]  # fmt: skip
+    ("llama8b", "llama1b"),
+    ("llama8b", "llama3b"),
+]
 # The five Qwen 3B/7B pairs of the temperature, base-teacher and noise ablations.
 ABLATION_PAIRS = [p for p in PAIRS if p[0] in ("qwen3b", "qwen7b")]
 METHODS = ("seqkd", "revkd", "gkd")

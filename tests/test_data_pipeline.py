@@ -74,9 +74,12 @@ def test_batch_contract(env, packing):
         assert set(b) == set(ROW_KEYS)
         assert all(v.shape == (4, 96) for v in b.values())
         assert {k: v.dtype for k, v in b.items()} == {
-            "inputs": np.int32, "targets": np.int32, "loss_mask": np.float32,
-            "positions": np.int32, "segment_ids": np.int32,
-        }  # fmt: skip
+            "inputs": np.int32,
+            "targets": np.int32,
+            "loss_mask": np.float32,
+            "positions": np.int32,
+            "segment_ids": np.int32,
+        }
         pad = b["segment_ids"] == 0
         for k in ROW_KEYS:
             assert not b[k][pad].any(), f"{k} must be 0 on padding"

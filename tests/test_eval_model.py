@@ -84,8 +84,17 @@ def test_truncation_keeps_the_continuation(model, tok, logits_fn):
 
 def test_mc_with_the_tiny_model_scores_the_argmax(model, tok, logits_fn, tmp_path):
     ll = make_loglikelihood(tok, logits_fn, batch_size=4)
-    doc = evaluate(["arc_e"], None, ll, str(tmp_path), data_root=FIXTURES, limit=2,
-                   template="alpaca", batch_size=1, progress=False)  # fmt: skip
+    doc = evaluate(
+        ["arc_e"],
+        None,
+        ll,
+        str(tmp_path),
+        data_root=FIXTURES,
+        limit=2,
+        template="alpaca",
+        batch_size=1,
+        progress=False,
+    )
     rows = [json.loads(x) for x in open(tmp_path / "predictions" / "arc_e.jsonl")]
     first = rows[0]
     labels = ["answer1", "answer2", "answer3", "answer4"]

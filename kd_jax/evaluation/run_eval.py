@@ -3,6 +3,9 @@
     kd-jax eval --workdir DIR [--checkpoint latest|best] [--tasks TASKS] [--data-root PATH]
         [--mode faithful|strict] [--temperature T] [--max-new-tokens N] [--limit N]
         [--teacher auto|TEACHER_WORKDIR|HF_DIR] [--meta KEY=VALUE ...] [--out DIR]
+    kd-jax eval --responses FILE.jsonl [--tasks TASKS] --data-root PATH --out DIR
+        scores responses generated elsewhere, with no model (kd_jax.evaluation.responses);
+        a model run writes its own as DIR/eval/responses.jsonl in the same format
 
 Writes, with the layout kd_jax.report reads (kd_jax/report/runs.py):
   DIR/eval/scores.json, scores.csv, predictions/<task>.jsonl   (kd_jax.evaluation.evaluate)
@@ -36,7 +39,8 @@ BUILTIN_FAMILIES = ("builtin", "builtin_alpaca")
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="kd-jax eval", description=__doc__.split("\n\n")[0])
-    p.add_argument("--workdir", required=True, help="a kd_jax run (config.json + checkpoints)")
+    p.add_argument("--workdir", default=None, help="a kd_jax run (config.json + checkpoints)")
+    p.add_argument("--responses", default=None, help="score this responses JSONL, no model")
     p.add_argument("--checkpoint", choices=("latest", "best"), default="latest")
     p.add_argument("--tasks", default=None, help="names or groups, comma-separated")
     p.add_argument("--data-root", default=None, help="folder holding Study B's dataset/")
@@ -82,6 +86,10 @@ def main(argv: list[str]) -> int:
 
     args = _parse(argv)
     try:
+        if args.responses:
+            return _score_file(args)
+        if not args.workdir:
+            raise EvalError("pass --workdir (a trained run) or --responses (a responses file)")
         doc = evaluate_run(
             args.workdir,
             checkpoint=args.checkpoint,
@@ -103,6 +111,19 @@ def main(argv: list[str]) -> int:
         print(f"kd-jax: error: {e}", file=sys.stderr)
         return 2
     print(json.dumps({"average": doc["average"], "out": doc["out"]}))
+    return 0
+
+
+def _score_file(args: argparse.Namespace) -> int:
+    from kd_jax.evaluation.responses import read_responses, score_responses
+
+    if not args.out:
+        raise EvalError("--responses needs --out DIR (where predictions and scores go)")
+    names = args.tasks or ",".join(read_responses(args.responses))
+    doc = score_responses(args.responses, args.out, tasks=names,
+                          data_root=data_roots(resolve(names), args.data_root), mode=args.mode,
+                          limit=args.limit or None, progress=not args.no_progress)  # fmt: skip
+    print(json.dumps({"average": doc["average"], "out": args.out}))
     return 0
 
 

@@ -131,6 +131,10 @@ class Task:
     correct  (prediction, gold) -> bool
     metrics  corpus metrics by name (see metrics.METRICS); "accuracy" = correct / all
     choices  record -> (labels, texts) for log-likelihood multiple choice, or None
+    ident    (record, index) -> the example's id in predictions and response files
+    refine   (prediction, response, record, rule) -> fields to add to the example's row
+             (may replace "prediction"; a "correct" entry is the verdict): for scorers
+             that need the whole record (IFEval's checkers, GPQA's choice fallback)
     """
 
     name: str
@@ -146,6 +150,8 @@ class Task:
     gold: Callable[[dict], Any] = lambda r: r["answer"]
     metrics: tuple[str, ...] = ("accuracy",)
     choices: Callable[[dict], tuple[list[str], list[str]]] | None = None
+    ident: Callable[[dict, int], str] = lambda r, i: str(i)
+    refine: Callable[[Any, str, dict, str], dict] | None = None
 
     def __post_init__(self):
         if "faithful" not in self.extract:

@@ -28,6 +28,7 @@ from kd_jax.config_checks import ConfigError, validate
 from kd_jax.data import DataConfig, builtin_paths, make_pipeline
 from kd_jax.data.packing import TOPK_KEYS
 from kd_jax.metrics_log import MetricsWriter, to_python
+from kd_jax.models import vocab_alignment
 from kd_jax.onpolicy import make_onpolicy_fn, use_onpolicy
 from kd_jax.optim import learning_rate_schedule, make_optimizer
 from kd_jax.sampling import SamplingConfig
@@ -114,10 +115,7 @@ def _attach_teacher_cache(config: ConfigDict, pipeline, student: ModelParts) -> 
     )
     cache_vocab = cache.meta["vocab_size"]
     if cache_vocab != student.cfg.vocab_size and not config.kd.vocab_size:
-        raise ConfigError(
-            f"The teacher cache's vocabulary ({cache_vocab}) differs from the student's "
-            f"({student.cfg.vocab_size}); set --config.kd.vocab_size to the tokenizer's size."
-        )
+        _align_vocab(config, len(pipeline.tokenizer), student.cfg.vocab_size, cache_vocab, "")
     pipeline.teacher_cache = cache
 
 
@@ -128,13 +126,27 @@ def _check_vocab(config, tokenizer_vocab, student, teacher) -> None:
             f"The tokenizer has {tokenizer_vocab} tokens but the student's vocabulary is {sv}; "
             "use the student's own tokenizer (data.tokenizer)."
         )
-    if teacher is None or teacher.cfg.vocab_size == sv or config.kd.vocab_size:
+    if teacher is None or config.kd.vocab_size:
         return
-    raise ConfigError(
-        f"Teacher vocabulary ({teacher.cfg.vocab_size}) differs from the student's ({sv}); if "
-        f"they share a tokenizer and differ only by padding rows, set "
-        f"--config.kd.vocab_size={tokenizer_vocab} (the tokenizer's size)."
-    )
+    _align_vocab(config, tokenizer_vocab, sv, teacher.cfg.vocab_size, config.teacher.hf_path)
+
+
+def _align_vocab(config, tokenizer_vocab, student_rows, teacher_rows, teacher_dir) -> None:
+    """Sets kd.vocab_size when the two tables differ by padding rows only (else refuses)."""
+    tok_dir = builtin_paths.resolve(config.data.tokenizer)
+    try:
+        n = vocab_alignment.aligned_vocab(
+            tokenizer_vocab, student_rows, teacher_rows,
+            vocab_alignment.folder_difference(tok_dir, teacher_dir or ""),
+        )  # fmt: skip
+    except vocab_alignment.VocabMismatchError as e:
+        raise ConfigError(str(e)) from None
+    if n is not None:
+        logging.getLogger("kd_jax.train").info(
+            "Vocabularies %d (student) and %d (teacher) differ by padding rows: both cut to "
+            "the tokenizer's %d tokens.", student_rows, teacher_rows, n
+        )  # fmt: skip
+        config.kd.vocab_size = n  # read by loss_config
 
 
 def _state_shardings(abstract_state, params, mesh):

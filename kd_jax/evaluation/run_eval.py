@@ -259,7 +259,7 @@ def evaluate_run(
     task_list = resolve(tasks if tasks is not None else list(ev.tasks))
     if not task_list:
         raise EvalError("no tasks to evaluate; pass --tasks (e.g. --tasks builtin)")
-    roots = data_roots(task_list, data_root)
+    roots = data_roots(task_list, data_root or ev.get("data_root") or None)
     limit = ev.num_examples if limit is None else limit
     settings = dict(
         max_new_tokens=max_new_tokens or ev.max_new_tokens,

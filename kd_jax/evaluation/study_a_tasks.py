@@ -12,6 +12,8 @@ The scorers live in ifeval.py, bbh.py and gpqa.py; this module only wires them i
 
 from __future__ import annotations
 
+import os
+
 from kd_jax.evaluation import bbh, gpqa, ifeval
 from kd_jax.evaluation.metrics import METRICS
 from kd_jax.evaluation.tasks import PromptOptions, Task, builtin_chat_text, register
@@ -26,6 +28,9 @@ def _ifeval_refine(prediction, response, record, rule) -> dict:
     verdict = ifeval.verdicts(response, ifeval.gold(record))
     return {**verdict, "correct": all(verdict["follow_strict"])}
 
+
+# Built-in tiny files in the three layouts (invented items), for `runlocal` and tests.
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "study_a")
 
 METRICS.update(ifeval.METRICS)
 

@@ -155,16 +155,12 @@ def fixture_model():
 
 
 @pytest.mark.parametrize("path", STUDY_A, ids=os.path.basename)
-def test_study_a_runlocal_runs_its_evaluations(path, fixture_model, tmp_path, monkeypatch):
+def test_study_a_runlocal_runs_its_evaluations(path, fixture_model, tmp_path):
     """The runlocal variant's `eval.*` settings drive a real evaluation on built-in data."""
     import json
 
-    import nltk
-
     from kd_jax.evaluation import chat_renderer, evaluate, make_generate, run_eval
 
-    monkeypatch.setenv("NLTK_DATA", NLTK_DATA)
-    monkeypatch.setattr(nltk.data, "path", [NLTK_DATA, *nltk.data.path])
     module = sweep.load_module(path)
     arg = next(a for a in sweep.ordered_conditions(module, runlocal=True) if "role=" not in a)
     c = module.get_config(arg)
@@ -193,6 +189,3 @@ def run_eval_bbh():
     from kd_jax.evaluation import GROUPS
 
     return GROUPS["bbh"]
-
-
-NLTK_DATA = os.path.join(os.path.dirname(__file__), "fixtures", "nltk_data")

@@ -18,20 +18,11 @@ from kd_jax.evaluation.responses import score_responses
 
 HERE = os.path.dirname(__file__)
 STUDYA = os.path.join(HERE, "fixtures", "studya")
-NLTK_DATA = os.path.join(HERE, "fixtures", "nltk_data")
 IFEVAL_INPUT = os.path.join(STUDYA, "ifeval", "input_data_gpt4_20231107_145030.jsonl")
 IFEVAL_GPT4 = os.path.join(STUDYA, "ifeval", "input_response_data_gpt4_20231107_145030.jsonl")
 # keywords:letter_frequency with "#" (1122) and "!" (1129): the official code checks a
 # random letter instead (see kd_jax/evaluation/ifeval.py), so no fixed verdict exists.
 RANDOM_IN_OFFICIAL = {"1122", "1129"}
-
-
-@pytest.fixture(autouse=True)
-def nltk_data(monkeypatch):
-    import nltk
-
-    monkeypatch.setenv("NLTK_DATA", NLTK_DATA)
-    monkeypatch.setattr(nltk.data, "path", [NLTK_DATA, *nltk.data.path])
 
 
 def _jsonl(path):
@@ -63,7 +54,6 @@ def gpt4_scored(tmp_path_factory):
     root.mkdir()
     shutil.copy(IFEVAL_INPUT, root / "input_data.jsonl")
     path = _write_jsonl(tmp / "responses.jsonl", responses)
-    os.environ["NLTK_DATA"] = NLTK_DATA
     rc = run_eval.main(["--responses", path, "--tasks", "ifeval", "--data-root", str(root),
                         "--out", str(tmp / "out"), "--no-progress"])  # fmt: skip
     assert rc == 0
@@ -137,18 +127,26 @@ def test_ifeval_verdicts_equal_lm_eval_on_every_response():
     assert checked >= 539 + 118
 
 
-def test_ifeval_missing_nltk_data_is_one_clear_line(tmp_path, monkeypatch):
+def test_ifeval_finds_punkt_offline_or_fails_in_one_clear_line(tmp_path, monkeypatch):
     import nltk
 
-    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+    kwargs = {"relation": "at least", "num_sentences": 2}
+    example = {"key": 1, "prompt": "p", "kwargs": [kwargs],
+               "instruction_id_list": ["length_constraints:number_sentences"]}  # fmt: skip
+    monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])  # no NLTK data anywhere
     ifeval._registry.cache_clear()
     try:
+        # kd_jax's bundled punkt_tab: sentences are counted with no download.
+        assert ifeval.verdicts("One sentence. Two sentences.", example)["follow_strict"] == [True]
+        ifeval._registry.cache_clear()
+        monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])
+        monkeypatch.setattr(ifeval, "BUNDLED_NLTK_DATA", str(tmp_path / "absent"))
         with pytest.raises(ifeval.IFEvalError) as e:
-            ifeval.verdicts("x", {"key": 1, "prompt": "p", "instruction_id_list": [],
-                                  "kwargs": []})  # fmt: skip
+            ifeval.verdicts("x", example)
     finally:
         ifeval._registry.cache_clear()
     assert "\n" not in str(e.value) and "NLTK_DATA" in str(e.value)
+    assert "nltk.downloader punkt_tab" in str(e.value)
 
 
 # ---- BBH -----------------------------------------------------------------------------------

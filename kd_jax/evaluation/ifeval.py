@@ -22,9 +22,11 @@ most published IFEval numbers come from. What this module owns is the official
           instruction-level accuracy (over all instructions), strict and loose.
 
 Offline data: nltk's `punkt_tab` sentence model (nltk >= 3.9) is needed by the sentence
-counters. It is never downloaded here (lm-eval would download it on import when it is
-missing, so it is looked up first): point NLTK_DATA at a folder holding
-`tokenizers/punkt_tab`, or fetch it once with `python -m nltk.downloader punkt_tab`.
+counters. It is never downloaded (lm-eval would download it on import when missing, so
+it is looked up first): NLTK's own search path (NLTK_DATA, ~/nltk_data, ...) is tried
+first, then the English punkt_tab model kd_jax ships in `evaluation/nltk_data/` (from the
+NLTK data release, as bundled in llama-index-core's wheel); without either, the error
+names the fix.
 Determinism: langdetect is seeded (DetectorFactory.seed = 0), and each example's checkers
 are built under `random.seed(f"ifeval:{key}")` (the global state is restored after).
 The official code draws from the unseeded global `random` when a kwarg is unusable:
@@ -37,12 +39,14 @@ the draw reproducible (same data, same verdicts) without changing what is drawn 
 from __future__ import annotations
 
 import functools
+import os
 import random
 from collections.abc import Sequence
 
 from kd_jax.evaluation.tasks import EvalError, load_jsonl
 
 LOOSE_VARIANTS = 8
+BUNDLED_NLTK_DATA = os.path.join(os.path.dirname(__file__), "nltk_data")
 NLTK_FIX = (
     "point NLTK_DATA at a folder holding tokenizers/punkt_tab "
     "(fetch it once with `python -m nltk.downloader punkt_tab`)"
@@ -51,6 +55,14 @@ NLTK_FIX = (
 
 class IFEvalError(EvalError):
     """IFEval cannot run here (missing extra or NLTK data), or a record is malformed."""
+
+
+def _find_punkt(nltk) -> bool:
+    try:
+        nltk.data.find("tokenizers/punkt_tab/english/")
+    except LookupError:
+        return False
+    return True
 
 
 @functools.cache
@@ -63,10 +75,11 @@ def _registry() -> dict:
         raise IFEvalError(
             f"IFEval needs {e.name}; install the extra: pip install 'kd_jax[ifeval]'"
         ) from None
-    try:
-        nltk.data.find("tokenizers/punkt_tab/english/")
-    except LookupError:
-        raise IFEvalError(f"IFEval needs NLTK's punkt_tab sentence model; {NLTK_FIX}") from None
+    if not _find_punkt(nltk):
+        if os.path.isdir(BUNDLED_NLTK_DATA):
+            nltk.data.path.append(BUNDLED_NLTK_DATA)
+        if not _find_punkt(nltk):
+            raise IFEvalError(f"IFEval needs NLTK's punkt_tab sentence model; {NLTK_FIX}")
     try:
         from lm_eval.tasks.ifeval import instructions_registry
     except ImportError:

@@ -143,19 +143,8 @@ STUDY_A = sorted(glob.glob(os.path.join(CONFIG_DIR, "study_a_*.py")))
 STUDY_A = [f for f in STUDY_A if hasattr(_exec(f), "sweep")]
 
 
-@pytest.fixture(scope="module")
-def fixture_model():
-    """One tiny random model over the built-in tokenizer, shared by every config."""
-    from kd_jax.data import builtin_paths, load_tokenizer
-    from kd_jax.models import presets
-    from kd_jax.models.init import create_model
-
-    tok = load_tokenizer(str(builtin_paths.ensure() / "tokenizer"))
-    return create_model(presets.get("tiny-student-xs", vocab_size=len(tok)), seed=0), tok
-
-
 @pytest.mark.parametrize("path", STUDY_A, ids=os.path.basename)
-def test_study_a_runlocal_runs_its_evaluations(path, fixture_model, tmp_path):
+def test_study_a_runlocal_runs_its_evaluations(path, eval_model, tmp_path):
     """The runlocal variant's `eval.*` settings drive a real evaluation on built-in data."""
     import json
 
@@ -171,9 +160,9 @@ def test_study_a_runlocal_runs_its_evaluations(path, fixture_model, tmp_path):
         real = module.get_config(arg.replace(",runlocal", "").replace("runlocal", ""))
         assert tuple(real.eval.tasks) == ("ifeval", "bbh", "gpqa_diamond")
         assert real.eval.data_root == "/data/study_a_eval"
-    model, tok = fixture_model
-    # A batch of 2 (not the config's 64) and 4 new tokens keep CPU compiles and decoding short.
-    generate = make_generate(model, tok, max_new_tokens=4, temperature=c.eval.temperature,
+    model, tok = eval_model
+    # A batch of 2 (not the config's 64) and 6 new tokens keep CPU compiles and decoding short.
+    generate = make_generate(model, tok, max_new_tokens=6, temperature=c.eval.temperature,
                              batch_size=2, seed=c.seed)  # fmt: skip
     doc = evaluate(tasks, generate, None, str(tmp_path), limit=1, progress=False,
                    data_root=run_eval.data_roots(tasks, c.eval.data_root or None),

@@ -313,15 +313,11 @@ def test_gpqa_verdicts_equal_lm_eval_filters(tmp_path, mode):
 # ---- the two paths give the same predictions ------------------------------------------------
 
 
-def test_model_run_and_responses_file_write_identical_predictions(tmp_path):
-    from kd_jax.data import builtin_paths, load_tokenizer
+def test_model_run_and_responses_file_write_identical_predictions(tmp_path, eval_model):
     from kd_jax.evaluation import chat_renderer, evaluate, make_generate, resolve
     from kd_jax.evaluation.study_a_tasks import FIXTURES
-    from kd_jax.models import presets
-    from kd_jax.models.init import create_model
 
-    tok = load_tokenizer(str(builtin_paths.ensure() / "tokenizer"))
-    model = create_model(presets.get("tiny-student-xs", vocab_size=len(tok)), seed=0)
+    model, tok = eval_model
     names = "arith,ifeval,bbh_boolean_expressions,gpqa_diamond"
     tasks = resolve(names)
     roots = run_eval.data_roots(tasks, FIXTURES)

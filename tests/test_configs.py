@@ -178,3 +178,17 @@ def run_eval_bbh():
     from kd_jax.evaluation import GROUPS
 
     return GROUPS["bbh"]
+
+
+def test_study_a_cross_architecture_and_one_chat_template():
+    a = sweep.load_module(os.path.join(CONFIG_DIR, "study_a_data_size.py"))
+    c = a.get_config("student=qwen7b,method=gkd,size=10k,teacher=qwen72b")
+    assert c.student.hf_path == "/models/Qwen2.5-7B" and c.student.preset == "qwen2.5-7b"
+    assert c.teacher.hf_path == "/models/Qwen2.5-72B-Instruct"
+    with pytest.raises(ValueError, match="do not share a tokenizer"):
+        a.get_config("student=qwen7b,method=gkd,size=10k,teacher=sft70b")
+    # SFT and GKD (either teacher) tokenize with the student's tokenizer and template.
+    for arg in ("method=sft", "method=gkd,teacher=sft70b", "method=gkd,teacher=instruct70b"):
+        c = a.get_config(f"student=llama3b,size=10k,{arg}")
+        assert c.data.tokenizer == "/models/Llama-3.2-3B", arg
+        assert c.kd.vocab_size == 0  # alignment, if any, is detected at setup

@@ -142,6 +142,7 @@ def get_config() -> ConfigDict:
             temperature=0.0,  # 0 = greedy
             num_examples=200,
             batch_size=64,
+            data_root="",  # the tasks' test files; "" = `kd-jax eval --data-root`
         )
     )
 

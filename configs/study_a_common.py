@@ -1,17 +1,34 @@
 """Shared pieces of Study A's configs (Liu et al., 2026): models, data, SFT and GKD recipes.
 
 Condition args (parsed by kd_jax.sweep.parse_arg) use these keys:
-  student=llama1b|llama3b|llama8b       Llama-3.2-1B, Llama-3.2-3B, Llama-3.1-8B (base)
-  teacher=sft70b|instruct70b            Llama-3.1-70B SFT on Tulu 3 (the public
+  student=llama1b|llama3b|llama8b|qwen7b Llama-3.2-1B, Llama-3.2-3B, Llama-3.1-8B (base);
+                                        qwen7b = Qwen2.5-7B, the cross-architecture check
+  teacher=sft70b|instruct70b|qwen72b    Llama-3.1-70B SFT on Tulu 3 (the public
                                         Llama-3.1-Tulu-3-70B-SFT checkpoint is exactly
-                                        that), or the stronger Llama-3.3-70B-Instruct
+                                        that), or the stronger Llama-3.3-70B-Instruct;
+                                        qwen72b = Qwen2.5-72B-Instruct (see below)
   method=sft|gkd                        GKD = on-policy KD (kd_jax.onpolicy)
   size=10k|50k|150k|300k|939k           nested subsets of the Tulu 3 SFT mixture
   seed=N, models=/path, data=/path      defaults 0, $KD_JAX_MODELS, $KD_JAX_DATA
   runlocal                              built-in tiny models and data (CPU, minutes)
 
 Real paths: $KD_JAX_MODELS/<HF name> for every model, $KD_JAX_DATA/tulu-3-sft-mixture
-(the Hub dataset's Parquet folder). On CPU the teachers are tiny models trained first
+(the Hub dataset's Parquet folder), and the general evaluations (IFEval, BBH, GPQA
+diamond: kd_jax/evaluation/study_a_tasks.py) under $KD_JAX_DATA/study_a_eval:
+input_data.jsonl, bbh/<task>.json, cot-prompts/<task>.txt, gpqa_diamond.csv.
+
+Cross-architecture: on-policy GKD compares the two models token by token, so teacher
+and student must share a tokenizer; a Llama-3.1-70B teacher cannot teach Qwen2.5-7B
+that way. The closest runnable condition is the Qwen2.5-7B student with a Qwen2.5
+teacher of the paper's size class, Qwen2.5-72B-Instruct (152,064 rows each; a pair with
+151,936 rows, e.g. a 0.5B-3B student, is aligned to the tokenizer automatically by
+kd_jax.models.vocab_alignment). `student=qwen7b` needs `teacher=qwen72b`.
+
+One chat template per comparison: every condition (SFT and GKD, either teacher)
+tokenizes with the student's tokenizer and its chat template, so the methods differ
+only in the training signal. The teacher scores that same text (shared tokenizer).
+
+On CPU the teachers are tiny models trained first
 (`teacher_arg`, a dependency); the data is the built-in chat arithmetic set, whose train
 split plays the 939k-example mixture and whose sizes scale down (LOCAL_SIZES).
 """
@@ -21,6 +38,7 @@ from __future__ import annotations
 import math
 import os
 
+import kd_jax
 from configs import base
 
 # key: (HF folder, shape preset, CPU stand-in)
@@ -28,11 +46,21 @@ STUDENTS = {
     "llama1b": ("Llama-3.2-1B", "llama-3.2-1b", "tiny-student-xs"),
     "llama3b": ("Llama-3.2-3B", "llama-3.2-3b", "tiny-student"),
     "llama8b": ("Llama-3.1-8B", "llama-3.1-8b", "tiny-student-l"),
+    "qwen7b": ("Qwen2.5-7B", "qwen2.5-7b", "tiny-student-l"),
 }
 TEACHERS = {
     "sft70b": ("Llama-3.1-Tulu-3-70B-SFT", "llama-3.1-70b"),
     "instruct70b": ("Llama-3.3-70B-Instruct", "llama-3.3-70b"),
+    "qwen72b": ("Qwen2.5-72B-Instruct", "qwen2.5-72b"),
 }
+FAMILY = {"llama1b": "llama", "llama3b": "llama", "llama8b": "llama", "qwen7b": "qwen",
+          "sft70b": "llama", "instruct70b": "llama", "qwen72b": "qwen"}  # fmt: skip
+# Study A's general evaluations (kd_jax/evaluation/study_a_tasks.py).
+EVAL_TASKS = ("ifeval", "bbh", "gpqa_diamond")
+# Built-in tiny files in the same layouts, for `runlocal`.
+LOCAL_EVAL_ROOT = os.path.join(
+    os.path.dirname(kd_jax.__file__), "evaluation", "fixtures", "study_a"
+)
 SIZES = {"10k": 10_000, "50k": 50_000, "150k": 150_000, "300k": 300_000, "939k": 0}
 TULU_RECORDS = 939_344  # examples in allenai/tulu-3-sft-mixture
 VALIDATION = 1000  # held out of the mixture for the validation loss (inferred)
@@ -42,7 +70,7 @@ LOCAL_SIZES = {"10k": 200, "50k": 1000, "150k": 3000, "300k": 6000, "939k": 0}
 LOCAL_RECORDS = 20_000
 LOCAL_VALIDATION = 200
 # CPU teachers: the weaker one trains on the students' data, the stronger one longer.
-LOCAL_TEACHER_STEPS = {"sft70b": 600, "instruct70b": 1500}
+LOCAL_TEACHER_STEPS = {"sft70b": 600, "instruct70b": 1500, "qwen72b": 1500}
 
 
 def roots(fields: dict) -> tuple[str, str]:
@@ -90,7 +118,8 @@ def base_config(fields: dict):
         c.optim.weight_decay = 0.01
         c.train.eval_every = c.train.checkpoint_every = 100
         c.train.eval_batches = 4
-        c.eval.tasks = ("arith",)
+        c.eval.tasks = ("arith", *EVAL_TASKS)  # the general evals on built-in tiny fixtures
+        c.eval.data_root = LOCAL_EVAL_ROOT
         c.eval.num_examples = 200
         c.eval.max_new_tokens = 64
     else:
@@ -99,10 +128,8 @@ def base_config(fields: dict):
         c.data.validation_size = VALIDATION
         c.train.eval_every = c.train.checkpoint_every = 500
         c.train.eval_batches = 8
-        # BBH, GPQA and IFEval are Study A's general evals; they are not in the task
-        # registry yet (kd_jax/evaluation/tasks.py shows how to add one), so the
-        # sweep's evaluation of these runs needs --tasks once they are.
-        c.eval.tasks = ()
+        c.eval.tasks = EVAL_TASKS
+        c.eval.data_root = os.path.join(roots(fields)[1], "study_a_eval")
         c.eval.num_examples = 0
         c.eval.max_new_tokens = 1024
     c.eval.temperature = 0.0
@@ -122,7 +149,13 @@ def set_student(c, fields: dict) -> None:
 
 def set_teacher(c, fields: dict) -> None:
     """The frozen teacher; on CPU its workdir comes from dependencies() (teacher_arg)."""
-    folder, preset = _pick(TEACHERS, fields.get("teacher", "sft70b"), "teacher")
+    student, teacher = fields.get("student", "llama1b"), fields.get("teacher", "sft70b")
+    folder, preset = _pick(TEACHERS, teacher, "teacher")
+    if FAMILY.get(student) != FAMILY[teacher]:
+        raise ValueError(
+            f"student={student} and teacher={teacher} do not share a tokenizer, which "
+            "token-level GKD needs; use teacher=qwen72b for qwen7b, a Llama teacher otherwise"
+        )
     if local(fields):
         return
     c.teacher.hf_path = os.path.join(roots(fields)[0], folder)
@@ -142,8 +175,8 @@ def set_data(c, fields: dict, size: str) -> None:
         c.train.num_steps = min(max(2 * math.ceil(examples / c.data.batch_size), 150), 800)
         return
     c.data.train = os.path.join(roots(fields)[1], "tulu-3-sft-mixture")
-    # The teacher's tokenizer: its chat template is the format the teacher was tuned on.
-    c.data.tokenizer = c.teacher.hf_path or os.path.join(roots(fields)[0], TEACHERS["sft70b"][0])
+    # The student's tokenizer and chat template for every condition (module docstring).
+    c.data.tokenizer = c.student.hf_path
     examples = n or TULU_RECORDS - VALIDATION
     c.train.num_steps = 2 * math.ceil(examples / c.data.batch_size)  # 2 epochs (inferred)
 

@@ -1,5 +1,7 @@
 """Study A main grid: data size {10k, 50k, 150k, 300k, 939k} x {SFT, GKD} x student
-{1B, 3B, 8B}, GKD from the Llama-3.1-70B SFT teacher or the stronger Llama-3.3-70B-Instruct.
+{1B, 3B, 8B}, GKD from the Llama-3.1-70B SFT teacher or the stronger Llama-3.3-70B-Instruct;
+the cross-architecture check: Qwen2.5-7B with Qwen2.5-72B-Instruct (study_a_common.py says
+why not a Llama teacher).
 
     C=configs/study_a_data_size.py
     kd-jax train --config $C:student=llama1b,method=sft,size=10k \
@@ -40,9 +42,11 @@ def get_config(arg: str = "student=llama1b,method=gkd,size=10k,teacher=sft70b"):
 def sweep() -> list[str]:
     out = []
     for student in sa.STUDENTS:
+        # Each student with the teachers that share its tokenizer (Qwen2.5-7B: Qwen2.5-72B).
+        teachers = [t for t in sa.TEACHERS if sa.FAMILY[t] == sa.FAMILY[student]]
         for size in sa.SIZES:
             out.append(f"student={student},method=sft,size={size}")
-            out += [f"student={student},method=gkd,size={size},teacher={t}" for t in sa.TEACHERS]
+            out += [f"student={student},method=gkd,size={size},teacher={t}" for t in teachers]
     return out
 
 

@@ -70,6 +70,7 @@ def _teacher_config(fields: dict):
     c = sa.teacher_config(fields)
     c.data.train = "builtin:chat/cipher/train"
     c.eval.tasks = ("cipher",)
+    c.eval.data_root = ""  # built-in data
     c.eval.max_new_tokens = 48
     return c
 
@@ -90,14 +91,16 @@ def get_config(arg: str = "domain=arc,recipe=two-stage,synthetic=5k"):
     if local:
         c.data.validation = "builtin:chat/cipher/test"
         c.eval.tasks = ("cipher",)
+        c.eval.data_root = ""  # built-in data
         c.eval.max_new_tokens = 48
     else:
         lr_root = os.path.join(sa.roots(fields)[1], "low_resource", domain)
         c.data.validation = os.path.join(lr_root, "test.jsonl")
-        c.data.tokenizer = os.path.join(sa.roots(fields)[0], sa.TEACHERS["sft70b"][0])
+        c.data.tokenizer = c.student.hf_path  # one chat template: the student's, every recipe
         c.data.max_length = 1024  # (inferred)
         c.data.batch_size = 32  # (inferred)
         c.eval.tasks = (DOMAINS[domain],)
+        c.eval.data_root = sa.roots(fields)[1]  # low_resource/<domain>/test.jsonl under it
         c.eval.max_new_tokens = 256
     c.data.validation_size = 0
     human, synthetic, n_human, n_syn, subset = _data(fields)

@@ -13,6 +13,7 @@ which the config checks call too, so a config is read the same way wherever it i
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import jax
 import numpy as np
@@ -26,11 +27,13 @@ from kd_jax.data import DataConfig, builtin_paths, make_pipeline
 from kd_jax.data.packing import batch_spec
 from kd_jax.errors import ConfigError
 from kd_jax.losses import KDLossConfig
-from kd_jax.models import loader
+from kd_jax.models import loader, vocab_alignment
 from kd_jax.models.parts import ModelParts
 from kd_jax.onpolicy import make_onpolicy_fn
 from kd_jax.optim import learning_rate_schedule, make_optimizer
 from kd_jax.sampling import SamplingConfig
+
+log = logging.getLogger("kd_jax.step_builder")
 
 
 def rules_of(config: ConfigDict) -> tuple:
@@ -92,19 +95,33 @@ def setup(config: ConfigDict) -> RunParts:
 
 
 def check_vocab(config: ConfigDict, tokenizer_vocab: int, student, teacher) -> None:
+    """The tokenizer fits the student; teacher and student tables align (padding rows cut,
+    `kd.vocab_size` set) or are refused in one line (kd_jax.models.vocab_alignment)."""
     sv = student.cfg.vocab_size
     if tokenizer_vocab > sv:
         raise ConfigError(
             f"The tokenizer has {tokenizer_vocab} tokens but the student's vocabulary is {sv}; "
             "use the student's own tokenizer (data.tokenizer)."
         )
-    if teacher is None or teacher.cfg.vocab_size == sv or config.kd.vocab_size:
+    if teacher is None or config.kd.vocab_size:
         return
-    raise ConfigError(
-        f"Teacher vocabulary ({teacher.cfg.vocab_size}) differs from the student's ({sv}); if "
-        f"they share a tokenizer and differ only by padding rows, set "
-        f"--config.kd.vocab_size={tokenizer_vocab} (the tokenizer's size)."
-    )
+    align_vocab(config, tokenizer_vocab, sv, teacher.cfg.vocab_size, config.teacher.hf_path)
+
+
+def align_vocab(config, tokenizer_vocab, student_rows, teacher_rows, teacher_dir) -> None:
+    """Sets kd.vocab_size when the two tables differ by padding rows only (else refuses)."""
+    tok_dir = builtin_paths.resolve(config.data.tokenizer)
+    difference = vocab_alignment.folder_difference(tok_dir, teacher_dir or "")
+    n = vocab_alignment.aligned_vocab(tokenizer_vocab, student_rows, teacher_rows, difference)
+    if n is not None:
+        log.info(
+            "Vocabularies %d (student) and %d (teacher) differ by padding rows: both cut to "
+            "the tokenizer's %d tokens.",
+            student_rows,
+            teacher_rows,
+            n,
+        )
+        config.kd.vocab_size = n  # read by loss_config
 
 
 def state_shardings(abstract_state, params, mesh: Mesh):

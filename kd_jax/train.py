@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from kd_jax import step_builder as build
 from kd_jax.checkpoint import Checkpointer
-from kd_jax.config_checks import ConfigError, validate
+from kd_jax.config_checks import validate
 from kd_jax.data import builtin_paths
 from kd_jax.metrics_log import MetricsWriter, to_python
 from kd_jax.onpolicy import use_onpolicy
@@ -40,10 +40,7 @@ def _attach_teacher_cache(config: ConfigDict, parts: RunParts) -> None:
     cache = TeacherCache(path, cache_key(config, pipeline))
     cache_vocab = cache.meta["vocab_size"]
     if cache_vocab != student.cfg.vocab_size and not config.kd.vocab_size:
-        raise ConfigError(
-            f"The teacher cache's vocabulary ({cache_vocab}) differs from the student's "
-            f"({student.cfg.vocab_size}); set --config.kd.vocab_size to the tokenizer's size."
-        )
+        build.align_vocab(config, len(pipeline.tokenizer), student.cfg.vocab_size, cache_vocab, "")
     pipeline.teacher_cache = cache
 
 

@@ -70,3 +70,15 @@ def tiny_config(builtin_dir):
         return c
 
     return make
+
+
+@pytest.fixture(scope="session")
+def eval_model():
+    """(model, tokenizer): one tiny random model over the built-in tokenizer, shared by the
+    evaluation tests so that their compiled sampling programs are reused."""
+    from kd_jax.data import builtin_paths, load_tokenizer
+    from kd_jax.models import presets
+    from kd_jax.models.init import create_model
+
+    tok = load_tokenizer(str(builtin_paths.ensure() / "tokenizer"))
+    return create_model(presets.get("tiny-student-xs", vocab_size=len(tok)), seed=0), tok

@@ -84,8 +84,9 @@ def test_the_grids_hold_every_study_condition():
     # 5 ablation pairs x 2 methods x 2 tasks x 3 values, plus the 3 students' SFT x 2 tasks.
     assert count("study_b_temperature.py") == count("study_b_noise.py") == 60 + 6
     assert count("study_b_base_teacher.py") == 10 + 6
-    # Study A: 3 students x 5 sizes x (SFT + GKD from 2 teachers).
-    assert count("study_a_data_size.py") == 45
+    # Study A: 3 Llama students x 5 sizes x (SFT + GKD from 2 teachers), and the
+    # cross-architecture Qwen2.5-7B x 5 sizes x (SFT + GKD from Qwen2.5-72B-Instruct).
+    assert count("study_a_data_size.py") == 45 + 10
     # 3 domains x (SFT, one-stage, and 4 synthetic sizes x (stage 1, two-stage, mixed)).
     assert count("study_a_low_resource.py") == 42
 
@@ -136,3 +137,58 @@ def test_miniature_plan_builds_valid_configs_in_dependency_order(scale, tmp_path
                 assert names.index(need) < i, (run.name, need)
     seeds = {r.meta.get("seed") for r in runs if "c" in r.groups}
     assert seeds == set(conditions.SCALES[scale].seeds)
+
+
+STUDY_A = sorted(glob.glob(os.path.join(CONFIG_DIR, "study_a_*.py")))
+STUDY_A = [f for f in STUDY_A if hasattr(_exec(f), "sweep")]
+
+
+@pytest.mark.parametrize("path", STUDY_A, ids=os.path.basename)
+def test_study_a_runlocal_runs_its_evaluations(path, eval_model, tmp_path):
+    """The runlocal variant's `eval.*` settings drive a real evaluation on built-in data."""
+    import json
+
+    from kd_jax.evaluation import chat_renderer, evaluate, make_generate, run_eval
+
+    module = sweep.load_module(path)
+    arg = next(a for a in sweep.ordered_conditions(module, runlocal=True) if "role=" not in a)
+    c = module.get_config(arg)
+    tasks = resolve(list(c.eval.tasks))
+    if "study_a_low_resource" not in path:
+        names = {t.name for t in tasks}
+        assert {"ifeval", "gpqa_diamond"} <= names and len(names & set(run_eval_bbh())) == 27
+        real = module.get_config(arg.replace(",runlocal", "").replace("runlocal", ""))
+        assert tuple(real.eval.tasks) == ("ifeval", "bbh", "gpqa_diamond")
+        assert real.eval.data_root == "/data/study_a_eval"
+    model, tok = eval_model
+    # A batch of 2 (not the config's 64) and 6 new tokens keep CPU compiles and decoding short.
+    generate = make_generate(model, tok, max_new_tokens=6, temperature=c.eval.temperature,
+                             batch_size=2, seed=c.seed)  # fmt: skip
+    doc = evaluate(tasks, generate, None, str(tmp_path), limit=1, progress=False,
+                   data_root=run_eval.data_roots(tasks, c.eval.data_root or None),
+                   render_chat=chat_renderer(tok), batch_size=2)  # fmt: skip
+    assert set(doc["tasks"]) == {t.name for t in tasks}
+    if "ifeval" in doc["tasks"]:
+        assert set(doc["tasks"]["ifeval"]) >= {"prompt_strict", "inst_loose"}
+    given = [json.loads(x) for x in open(tmp_path / "responses.jsonl")]
+    assert len(given) == len(tasks)  # one example per task
+
+
+def run_eval_bbh():
+    from kd_jax.evaluation import GROUPS
+
+    return GROUPS["bbh"]
+
+
+def test_study_a_cross_architecture_and_one_chat_template():
+    a = sweep.load_module(os.path.join(CONFIG_DIR, "study_a_data_size.py"))
+    c = a.get_config("student=qwen7b,method=gkd,size=10k,teacher=qwen72b")
+    assert c.student.hf_path == "/models/Qwen2.5-7B" and c.student.preset == "qwen2.5-7b"
+    assert c.teacher.hf_path == "/models/Qwen2.5-72B-Instruct"
+    with pytest.raises(ValueError, match="do not share a tokenizer"):
+        a.get_config("student=qwen7b,method=gkd,size=10k,teacher=sft70b")
+    # SFT and GKD (either teacher) tokenize with the student's tokenizer and template.
+    for arg in ("method=sft", "method=gkd,teacher=sft70b", "method=gkd,teacher=instruct70b"):
+        c = a.get_config(f"student=llama3b,size=10k,{arg}")
+        assert c.data.tokenizer == "/models/Llama-3.2-3B", arg
+        assert c.kd.vocab_size == 0  # alignment, if any, is detected at setup

@@ -29,7 +29,8 @@ def cmd_eval(argv: list[str]) -> int:
     from kd_jax.evaluation.run_eval import evaluate_run
 
     p = argparse.ArgumentParser(prog="kd-jax eval", description="evaluate a run's student")
-    p.add_argument("--workdir", required=True, help="a kd_jax run (config.json + checkpoints)")
+    p.add_argument("--workdir", default=None, help="a kd_jax run (config.json + checkpoints)")
+    p.add_argument("--responses", default=None, help="score this responses JSONL, no model")
     p.add_argument("--checkpoint", choices=("latest", "best"), default="latest")
     p.add_argument("--tasks", default=None, help="names or groups, comma-separated")
     p.add_argument("--data-root", default=None, help="folder holding Study B's dataset/")
@@ -51,6 +52,10 @@ def cmd_eval(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="default: WORKDIR/eval")
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
+    if a.responses:
+        return _score_file(a)
+    if not a.workdir:
+        raise UserError("pass --workdir (a trained run) or --responses (a responses file)")
     doc = evaluate_run(
         a.workdir,
         checkpoint=a.checkpoint,
@@ -69,6 +74,27 @@ def cmd_eval(argv: list[str]) -> int:
         progress=not a.no_progress,
     )
     print(json.dumps({"average": doc["average"], "out": doc["out"]}))
+    return 0
+
+
+def _score_file(a: argparse.Namespace) -> int:
+    from kd_jax.evaluation import resolve
+    from kd_jax.evaluation.responses import read_responses, score_responses
+    from kd_jax.evaluation.run_eval import data_roots
+
+    if not a.out:
+        raise UserError("--responses needs --out DIR (where predictions and scores go)")
+    names = a.tasks or ",".join(read_responses(a.responses))
+    doc = score_responses(
+        a.responses,
+        a.out,
+        tasks=names,
+        data_root=data_roots(resolve(names), a.data_root),
+        mode=a.mode,
+        limit=a.limit or None,
+        progress=not a.no_progress,
+    )
+    print(json.dumps({"average": doc["average"], "out": a.out}))
     return 0
 
 

@@ -6,9 +6,13 @@ metrics   accuracy, chrF, ROUGE-L, corpus BLEU
 loglik    the reference `loglikelihood` for kd_jax models; multiple choice
 fidelity  agreement, rationale BLEU, token KL(teacher || student), top-1 agreement
 stats     t-test, ANOVA, Spearman, bootstrap CIs, Study B's aggregation
-runner    `evaluate(...)`: predictions JSONL and scores JSON/CSV
+harness   `evaluate(...)`: predictions JSONL and scores JSON/CSV
+ifeval, bbh, gpqa   Study A's general evaluations (registered by study_a_tasks)
+responses `score_responses`: score a file of responses without a model
 """
 
+# Imported for its registrations: Study A's tasks join the registry with the package.
+from kd_jax.evaluation import study_a_tasks  # noqa: F401
 from kd_jax.evaluation.extract import MODES
 from kd_jax.evaluation.fidelity import (
     agreement,

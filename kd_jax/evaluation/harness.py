@@ -7,13 +7,17 @@ Either may be None; a task is scored by generation when `generate` is given and 
 log-likelihood multiple choice when `loglikelihood` is given and the task has choices.
 
 Output folder (`out_dir`):
-  predictions/<task>.jsonl  one line per test example, in file order: index, prompt,
+  predictions/<task>.jsonl  one line per test example, in file order: index, id, prompt,
                             gold, and for generation generation, response, prediction,
-                            correct; for multiple choice mc_logliks, mc_choice, mc_gold,
+                            correct (and a task's own verdict fields, e.g. IFEval's
+                            follow_strict); for multiple choice mc_logliks, mc_choice, mc_gold,
                             mc_correct, mc_correct_norm
   scores.json               {"tasks": {task: {"n", "accuracy", ...}}, "average": {metric:
                             mean over tasks}, "extraction": {task: rule}, "config": {...}}
   scores.csv                task,metric,value,n (the same numbers, "average" rows last)
+  responses.jsonl           with generation: {"task", "id", "response"} per example, the
+                            raw generation; `responses=` scores such a file (from this or
+                            any other system) with no model, giving the same predictions
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from kd_jax.evaluation.tasks import EvalError, PromptOptions, Task, resolve, tas
 Generate = Callable[[list[str]], list[str]]
 
 SCORES_JSON, SCORES_CSV, PREDICTIONS_DIR = "scores.json", "scores.csv", "predictions"
+RESPONSES_JSONL = "responses.jsonl"
 
 
 def _load(task: Task, data_root, limit: int | None) -> list[dict]:
@@ -54,18 +59,23 @@ def _gold(task: Task, record: dict, i: int):
         ) from None
 
 
-def _score_generation(task, prompts, golds, generate, mode, batch_size, bar) -> list[dict]:
+def _score_generation(task, records, prompts, golds, generate, mode, batch_size, bar):
     rows = []
+    rule = task.extraction(mode)
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         gens = list(generate(chunk))
         if len(gens) != len(chunk):
             raise EvalError(f"generate returned {len(gens)} texts for {len(chunk)} prompts")
         for j, (prompt, gen) in enumerate(zip(chunk, gens, strict=True)):
-            gold = golds[start + j]
+            gold, record = golds[start + j], records[start + j]
             response, pred = task.answer(prompt, gen, mode)
-            rows.append({"generation": gen, "response": response, "prediction": pred,
-                         "correct": bool(task.correct(pred, gold))})  # fmt: skip
+            row = {"generation": gen, "response": response, "prediction": pred}
+            if task.refine is not None:
+                row.update(task.refine(pred, response, record, rule))
+            if "correct" not in row:
+                row["correct"] = bool(task.correct(row["prediction"], gold))
+            rows.append(row)
         bar.update(len(chunk))
     return rows
 
@@ -92,6 +102,19 @@ def _score_multiple_choice(task, records, prompts, loglikelihood, style, batch_s
     return rows
 
 
+def replay(responses: Mapping[str, Mapping[str, str]], task: Task, ids: list[str]) -> Generate:
+    """A `generate` that returns the given responses of `task`'s examples, in order."""
+    given = responses.get(task.name, {})
+    missing = [i for i in ids if i not in given]
+    if missing:
+        raise EvalError(
+            f"the responses have no response for task {task.name}, id {missing[0]} "
+            f"({len(missing)} missing); add them or use --limit"
+        )
+    queue = iter(ids)
+    return lambda prompts: [given[next(queue)] for _ in prompts]
+
+
 def evaluate(
     tasks: str | Sequence[str | Task],
     generate: Generate | None,
@@ -107,6 +130,7 @@ def evaluate(
     limit: int | None = None,
     progress: bool = True,
     run_info: dict | None = None,
+    responses: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict:
     """Scores `tasks` and writes predictions and scores to `out_dir`; returns scores.json's dict.
 
@@ -115,8 +139,12 @@ def evaluate(
     mode: "faithful" (Study B's extraction) or "strict" (see extract.py).
     template: the Alpaca template of the prompt ("alpaca" or "kd_generalization").
     render_chat: messages -> prompt text for chat tasks (default: the built-in template).
+    responses: {task: {id: response}} to score instead of calling a model (`generate`
+    must then be None); see kd_jax.evaluation.responses.
     """
-    if generate is None and loglikelihood is None:
+    if responses is not None and generate is not None:
+        raise EvalError("pass either `generate` or `responses`, not both")
+    if generate is None and loglikelihood is None and responses is None:
         raise EvalError("nothing to evaluate with: pass `generate`, `loglikelihood` or both")
     task_list = resolve(tasks)
     template_record = templates.template_info(template)  # also rejects an unknown name early
@@ -124,25 +152,33 @@ def evaluate(
     loaded = {t.name: _load(t, data_root, limit) for t in task_list}
     for t in task_list:
         t.extraction(mode)  # fail on a bad mode before any model call
+    generating = generate is not None or responses is not None
     passes = {
-        t.name: (generate is not None) + (loglikelihood is not None and t.choices is not None)
+        t.name: generating + (loglikelihood is not None and t.choices is not None)
         for t in task_list
     }
     total = sum(len(loaded[name]) * k for name, k in passes.items())
     os.makedirs(os.path.join(out_dir, PREDICTIONS_DIR), exist_ok=True)
     started = time.time()
     scores: dict[str, dict] = {}
+    given: list[dict] = []
     with tqdm(total=total, desc="eval", unit="ex", disable=not progress) as bar:
         for task in task_list:
             bar.set_description(f"eval {task.name}")
             records = loaded[task.name]
             prompts = [task.prompt(r, opts) for r in records]
             golds = [_gold(task, r, i) for i, r in enumerate(records)]
-            rows = [{"index": i, "prompt": p, "gold": g}
+            ids = [str(task.ident(r, i)) for i, r in enumerate(records)]
+            rows = [{"index": i, "id": ids[i], "prompt": p, "gold": g}
                     for i, (p, g) in enumerate(zip(prompts, golds, strict=True))]  # fmt: skip
             entry: dict = {"n": len(records)}
-            if generate is not None:
-                scored = _score_generation(task, prompts, golds, generate, mode, batch_size, bar)
+            if generating:
+                gen = generate if responses is None else replay(responses, task, ids)
+                scored = _score_generation(
+                    task, records, prompts, golds, gen, mode, batch_size, bar
+                )
+                given.extend({"task": task.name, "id": ids[i], "response": r["generation"]}
+                             for i, r in enumerate(scored))  # fmt: skip
                 for row, extra in zip(rows, scored, strict=True):
                     row.update(extra)
                 for metric in task.metrics:
@@ -175,13 +211,16 @@ def evaluate(
             **template_record,  # name and hash: which prompt strings were used
             "mc_style": mc_style,
             "limit": limit,
-            "generation": generate is not None,
+            "generation": generating,
             "loglikelihood": loglikelihood is not None,
             "seconds": round(time.time() - started, 3),
         },  # fmt: skip
     }
     if run_info:
         doc["run"] = dict(run_info)
+    if given:
+        with open(os.path.join(out_dir, RESPONSES_JSONL), "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(g, ensure_ascii=False) + "\n" for g in given)
     with open(os.path.join(out_dir, SCORES_JSON), "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1)
     with open(os.path.join(out_dir, SCORES_CSV), "w", newline="", encoding="utf-8") as f:

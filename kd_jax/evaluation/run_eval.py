@@ -3,6 +3,9 @@
     kd-jax eval --workdir DIR [--checkpoint latest|best] [--tasks TASKS] [--data-root PATH]
         [--mode faithful|strict] [--temperature T] [--max-new-tokens N] [--limit N]
         [--teacher auto|TEACHER_WORKDIR|HF_DIR] [--meta KEY=VALUE ...] [--out DIR]
+    kd-jax eval --responses FILE.jsonl [--tasks TASKS] --data-root PATH --out DIR
+        scores responses generated elsewhere, with no model (kd_jax.evaluation.responses);
+        a model run writes its own as DIR/eval/responses.jsonl in the same format
 
 Writes, with the layout kd_jax.report reads (kd_jax/report/runs.py):
   DIR/eval/scores.json, scores.csv, predictions/<task>.jsonl   (kd_jax.evaluation.evaluate)
@@ -163,7 +166,7 @@ def evaluate_run(
     task_list = resolve(tasks if tasks is not None else list(ev.tasks))
     if not task_list:
         raise EvalError("no tasks to evaluate; pass --tasks (e.g. --tasks builtin)")
-    roots = data_roots(task_list, data_root)
+    roots = data_roots(task_list, data_root or ev.get("data_root") or None)
     limit = ev.num_examples if limit is None else limit
     settings = dict(
         max_new_tokens=max_new_tokens or ev.max_new_tokens,

@@ -5,12 +5,13 @@ LLM-Adapters test files (`dataset/<dir>/test.json`, a JSON list of records with
 `instruction`, `input`, `output`, `answer`) and ask with the Alpaca evaluation prompt,
 which ends right after "### Response:". The built-in CPU tasks read the chat JSONL
 written by `kd_jax.data.synthetic_tasks` (`chat/<family>/test.jsonl`: `messages`, `task`,
-`answer`). Adding a task is a few lines (extractors and rules live in extract.py),
-e.g. a BBH subset scored by its last True/False:
+`answer`). Study A's IFEval, BBH and GPQA are registered by study_a_tasks.py. Adding a
+task is a few lines (extractors and rules live in extract.py), e.g. a yes/no task scored
+by its last Yes/No:
 
     register(Task(
-        name="bbh_boolean_expressions", family="bbh", path="bbh/boolean_expressions.json",
-        extract={"faithful": last_regex(r"True|False")}, correct=text_correct))
+        name="my_yes_no", family="mine", path="mine/test.json",
+        extract={"faithful": last_regex(r"Yes|No")}, correct=text_correct))
 
 and a translation task scored by exact match, chrF and ROUGE-L (test_eval_tasks.py
 registers one like it):
@@ -132,6 +133,10 @@ class Task:
     correct  (prediction, gold) -> bool
     metrics  corpus metrics by name (see metrics.METRICS); "accuracy" = correct / all
     choices  record -> (labels, texts) for log-likelihood multiple choice, or None
+    ident    (record, index) -> the example's id in predictions and response files
+    refine   (prediction, response, record, rule) -> fields to add to the example's row
+             (may replace "prediction"; a "correct" entry is the verdict): for scorers
+             that need the whole record (IFEval's checkers, GPQA's choice fallback)
     """
 
     name: str
@@ -147,6 +152,8 @@ class Task:
     gold: Callable[[dict], Any] = lambda r: r["answer"]
     metrics: tuple[str, ...] = ("accuracy",)
     choices: Callable[[dict], tuple[list[str], list[str]]] | None = None
+    ident: Callable[[dict, int], str] = lambda r, i: str(i)
+    refine: Callable[[Any, str, dict, str], dict] | None = None
 
     def __post_init__(self):
         if "faithful" not in self.extract:

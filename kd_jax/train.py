@@ -243,12 +243,12 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         workdir, keep_last=tc.keep_last, keep_best=tc.keep_best, async_save=tc.async_checkpointing
     )
     iterator = r.pipeline.train_iterator()
-    start = ckpt.latest_step()
-    if start is not None:
-        target = jax.tree.map(
-            lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh
-        )
-        state, data_state, _ = ckpt.restore(target)
+    target = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, state_sh
+    )
+    resumed = ckpt.restore_readable(target)
+    if resumed is not None:
+        start, state, data_state, _ = resumed
         iterator.set_state(data_state)
         log.info("Resumed %s at step %d.", workdir, start)
     else:

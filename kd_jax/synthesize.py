@@ -124,7 +124,7 @@ def _read_jsonl(path: str) -> list[dict]:
 
 
 def main(argv: list[str]) -> int:
-    from kd_jax.data import load_tokenizer
+    from kd_jax.data import load_tokenizer, render_chat
     from kd_jax.models_from_runs import load_trained
     from kd_jax.sampling import SamplingConfig, generate_text
 
@@ -163,8 +163,7 @@ def main(argv: list[str]) -> int:
     else:
 
         def render(q):
-            return tok.apply_chat_template([{"role": "user", "content": q}],
-                                           add_generation_prompt=True, tokenize=False)  # fmt: skip
+            return render_chat(tok, [{"role": "user", "content": q}], add_generation_prompt=True)
 
         inputs = _read_jsonl(args.inputs or args.examples)
         exclude = set() if args.inputs is None else {user_and_answer(r)[0] for r in human}

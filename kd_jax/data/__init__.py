@@ -14,7 +14,7 @@ from kd_jax.data.sources import DataError, RecordSource, open_source, read_recor
 from kd_jax.data.subsets import split_indices
 from kd_jax.data.synthetic_tasks import extract_answer, is_correct, write_builtin_data
 from kd_jax.data.templates import alpaca_eval_prompt, render_alpaca
-from kd_jax.data.tokenize import ExampleTokenizer, load_tokenizer
+from kd_jax.data.tokenize import ExampleTokenizer, load_tokenizer, render_chat
 
 __all__ = [
     "ROW_KEYS",
@@ -30,6 +30,7 @@ __all__ = [
     "extract_answer",
     "is_correct",
     "load_tokenizer",
+    "render_chat",
     "make_pipeline",
     "open_source",
     "read_records",

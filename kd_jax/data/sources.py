@@ -1,4 +1,4 @@
-"""Reading training records from JSONL, JSON, Parquet and prepared TFDS folders.
+"""Reading training records from JSONL, JSON, Parquet, HF datasets and TFDS folders.
 
 This module owns everything between a path and a validated in-memory record:
 path expansion (file, folder, glob, comma list), format detection (chat or Alpaca),
@@ -21,6 +21,8 @@ import os
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+
+from kd_jax.data import hf_datasets_source
 
 log = logging.getLogger("kd_jax.data")
 
@@ -182,6 +184,13 @@ def _parquet_items(path: str) -> Iterator[tuple[int, object]]:
             yield row, obj
 
 
+def _saved_dataset_items(path: str) -> Iterator[tuple[int, object]]:
+    try:
+        yield from hf_datasets_source.saved_dataset_rows(path)
+    except hf_datasets_source.DatasetFolderError as e:
+        raise DataError(str(e)) from None
+
+
 class RecordSource:
     """Validated records held as compact JSON bytes, with each one's file and line.
 
@@ -222,14 +231,18 @@ def read_records(
     """
     if fmt not in FORMATS:
         raise DataError(f"unknown data.format {fmt!r}; use one of {', '.join(FORMATS)}")
-    files = expand_paths(paths)
-    blobs, file_idx, lines, units = [], [], [], []
+    if isinstance(paths, str) and "," not in paths and hf_datasets_source.is_saved_dataset(paths):
+        files, units = [paths], ["row"]
+        items = [_saved_dataset_items(paths)]
+    else:
+        files = expand_paths(paths)
+        units = [_unit(path) for path in files]
+        items = [_raw_items(path) for path in files]  # generators: each file read in turn
+    blobs, file_idx, lines = [], [], []
     skipped: collections.Counter[str] = collections.Counter()
     first_skips: list[str] = []
-    for fi, path in enumerate(files):
-        unit = _unit(path)
-        units.append(unit)
-        for lineno, obj in _raw_items(path):
+    for fi, (path, unit, file_items) in enumerate(zip(files, units, items, strict=True)):
+        for lineno, obj in file_items:
             try:
                 if isinstance(obj, DataError):
                     raise obj
@@ -263,9 +276,13 @@ def open_source(paths: str | Sequence[str], *, fmt: str = "auto", skip_bad_lines
     """A random-access record source for `paths`: a prepared TFDS folder or data files.
 
     `tfds:DIR` or a folder holding `dataset_info.json` is read through tfds.data_source;
-    anything else goes through `read_records`.
+    anything else (an HF `save_to_disk` folder included) goes through `read_records`.
     """
-    if isinstance(paths, str) and "," not in paths:
+    if (
+        isinstance(paths, str)
+        and "," not in paths
+        and not hf_datasets_source.is_saved_dataset(paths)
+    ):
         from kd_jax.data import tfds_source  # tfds is imported only when used
 
         if paths.startswith("tfds:") or tfds_source.is_prepared_dir(paths):

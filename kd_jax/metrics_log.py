@@ -3,6 +3,9 @@
 On resume the JSONL file is cut back to the restored step, so a preempted-and-resumed
 run leaves exactly the file an uninterrupted run would have written. TensorBoard event
 files come from tensorboardX (no TensorFlow). Only process 0 writes.
+
+Rows also carry wall-clock fields (`TIMING_KEYS`, from kd_jax.step_clock): they are the
+only fields that differ between two runs of the same config and seed.
 """
 
 from __future__ import annotations
@@ -15,6 +18,18 @@ import jax
 import numpy as np
 
 METRICS_FILE = "metrics.jsonl"
+TIMING_KEYS = (
+    "step_time_s",
+    "tokens_per_s_per_device",
+    "model_tflops_per_s_per_device",
+    "mfu",
+    "sample_time_share",
+)
+
+
+def without_timing(row: dict) -> dict:
+    """A row's reproducible part: everything but the wall-clock fields."""
+    return {k: v for k, v in row.items() if k not in TIMING_KEYS}
 
 
 def to_python(metrics: dict) -> dict:
@@ -28,11 +43,13 @@ def to_python(metrics: dict) -> dict:
     return out
 
 
-def read_metrics(workdir: str | Path) -> list[dict]:
+def read_metrics(workdir: str | Path, timing: bool = True) -> list[dict]:
+    """The rows of a run's metrics.jsonl (`timing=False`: without the wall-clock fields)."""
     path = Path(workdir) / METRICS_FILE
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows if timing else [without_timing(r) for r in rows]
 
 
 class MetricsWriter:

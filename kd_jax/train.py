@@ -6,6 +6,11 @@ Restore order: WORKDIR's latest checkpoint (resume) if any, else the student's
 `hf_path` / `workdir` / `preset` (init_from). Every run writes the resolved config to
 WORKDIR/config.json, metrics to WORKDIR/metrics.jsonl and TensorBoard, and checkpoints
 (kd_jax.checkpoint). SIGTERM (preemption) finishes the current step, saves, and returns.
+
+The host waits for the device only on logging, eval and checkpoint steps (where the
+rows carry step time, throughput and MFU: kd_jax.step_clock); on other steps it reads
+the bad-step counter of the step before, so the divergence stop still ends the run
+after the same step without a sync per step.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import dataclasses
 import json
 import logging
 import signal
+import time
 from pathlib import Path
 
 import jax
@@ -32,6 +38,7 @@ from kd_jax.onpolicy import make_onpolicy_fn, use_onpolicy
 from kd_jax.optim import learning_rate_schedule, make_optimizer
 from kd_jax.sampling import SamplingConfig
 from kd_jax.state import ModelParts, build_model
+from kd_jax.step_clock import StepClock, step_model_flops
 
 log = logging.getLogger("kd_jax.train")
 
@@ -287,39 +294,67 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         if metrics and "eval_ce" in metrics:
             ckpt.save_best(step, state, iterator.get_state(), {"step": step}, metrics["eval_ce"])
 
+    clock = StepClock(
+        tokens_per_step=config.data.batch_size * config.data.max_length,
+        flops_per_step=step_model_flops(config, r.student, r.teacher),
+        sampling=config.gkd.lambda_ > 0,
+    )
+    unchecked = None  # the previous step's metrics when the host has not waited for them
+
+    def diverged(metrics) -> bool:
+        if int(metrics["bad_steps"]) < tc.max_bad_steps:
+            return False
+        log.error(
+            "%d consecutive non-finite steps; stopping with the last good checkpoint.",
+            tc.max_bad_steps,
+        )
+        return True
+
     bar = tqdm(total=num_steps, initial=start, disable=not tc.progress_bar, desc="train")
+    clock.restart(start)
     try:
         for step in range(start + 1, num_steps + 1):
             batch = next(iterator)
             onpolicy = use_onpolicy(config.gkd.lambda_, config.seed, step)
             if onpolicy:
+                jax.block_until_ready(state["params"])
+                t0 = time.perf_counter()
                 batch = onpolicy_fn(state["params"], r.context["frozen"], batch,
                                     jax.random.fold_in(gkd_key, step))  # fmt: skip
+                jax.block_until_ready(batch)
+                clock.sampled(time.perf_counter() - t0)
             state, metrics = train_step(state, batch, rng, r.context)
             metrics = {**metrics, "onpolicy": int(onpolicy)}
+            # Read one step late: the previous step is done (or nearly) while this one runs.
+            if unchecked is not None and diverged(unchecked):
+                status = "diverged"
+                break
+            logging_step = step % tc.log_every == 0 or step == num_steps
+            eval_now = bool(val_batches) and (step % tc.eval_every == 0 or step == num_steps)
+            save_now = step % tc.checkpoint_every == 0 or step == num_steps or stop["stop"]
             row = {}
-            if step % tc.log_every == 0 or step == num_steps:
-                row = to_python(metrics)
+            if logging_step:
+                row = to_python(metrics)  # waits for this step
+                row.update(clock.measure(step))
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if val_batches and (step % tc.eval_every == 0 or step == num_steps):
+            if eval_now:
                 row.update(to_python(evaluate_loss(
                     eval_step, state["params"], val_batches, r.context, tc.eval_batches
                 )))  # fmt: skip
             if row:
                 last = writer.write(step, row)
             bar.update(1)
-            if int(metrics["bad_steps"]) >= tc.max_bad_steps:
+            unchecked = None if logging_step or eval_now or save_now else metrics
+            if unchecked is None and diverged(metrics):
                 status = "diverged"
-                log.error(
-                    "%d consecutive non-finite steps; stopping with the last good checkpoint.",
-                    tc.max_bad_steps,
-                )
                 break
-            if step % tc.checkpoint_every == 0 or step == num_steps or stop["stop"]:
+            if save_now:
                 save(step, row, force=stop["stop"])
             if stop["stop"]:
                 status = "preempted"
                 break
+            if eval_now or save_now:
+                clock.restart(step)
     finally:
         bar.close()
         ckpt.close()

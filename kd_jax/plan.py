@@ -47,9 +47,8 @@ from absl import flags
 from flax import nnx
 from ml_collections import ConfigDict, config_flags
 
-from kd_jax import flops
+from kd_jax import flops, state, train
 from kd_jax import sharding as shd
-from kd_jax import state, train
 from kd_jax import step as step_lib
 from kd_jax.config_checks import validate
 from kd_jax.data import builtin_paths

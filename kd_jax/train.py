@@ -33,7 +33,7 @@ from kd_jax.checkpoint import Checkpointer
 from kd_jax.config_checks import ConfigError, validate
 from kd_jax.data import DataConfig, builtin_paths, make_pipeline
 from kd_jax.data.packing import TOPK_KEYS
-from kd_jax.metrics_log import MetricsWriter, to_python
+from kd_jax.metrics_log import MetricsWriter, check_tracker, to_python
 from kd_jax.onpolicy import make_onpolicy_fn, use_onpolicy
 from kd_jax.optim import learning_rate_schedule, make_optimizer
 from kd_jax.sampling import SamplingConfig
@@ -231,6 +231,7 @@ def evaluate_loss(eval_step, params, batches, context, limit: int = 0) -> dict:
 def run(config: ConfigDict, workdir: str | Path) -> dict:
     """Trains (or resumes) the run of `config` in `workdir`; returns the final metrics."""
     validate(config, workdir)
+    check_tracker(config.train.get("wandb"))
     workdir = Path(workdir)
     r = setup(config)
     tc = config.train
@@ -263,10 +264,10 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         state = jax.jit(lambda p: step_lib.init_state(p, optimizer), out_shardings=state_sh)(
             r.student.trainable
         )
+    resolved_config = ConfigDict(config.to_dict())
+    resolved_config.resolved_vocab_size = r.student.cfg.vocab_size
     if jax.process_index() == 0:
-        resolved = ConfigDict(config.to_dict())
-        resolved.resolved_vocab_size = r.student.cfg.vocab_size
-        (workdir / "config.json").write_text(resolved.to_json_best_effort(indent=2) + "\n")
+        (workdir / "config.json").write_text(resolved_config.to_json_best_effort(indent=2) + "\n")
         (workdir / "data_info.json").write_text(json.dumps(r.pipeline.info, indent=2) + "\n")
 
     train_step = step_lib.make_train_step(
@@ -283,7 +284,9 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
     onpolicy_fn = make_onpolicy(config, r, batch_shardings)
     gkd_key = jax.random.key(config.seed + 1)
     val_batches = r.pipeline.validation_batches() if tc.eval_every else []
-    writer = MetricsWriter(workdir, resume_step=start)
+    writer = MetricsWriter(
+        workdir, resume_step=start, wandb_cfg=tc.get("wandb"), config=resolved_config.to_dict()
+    )
     rng = jax.random.key(config.seed)
     stop, previous_handler = _install_sigterm()
     last: dict = {}

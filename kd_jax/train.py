@@ -5,7 +5,8 @@
 Restore order: WORKDIR's latest checkpoint (resume) if any, else the student's
 `hf_path` / `workdir` / `preset` (init_from). Every run writes the resolved config to
 WORKDIR/config.json, metrics to WORKDIR/metrics.jsonl and TensorBoard, and checkpoints
-(kd_jax.checkpoint). SIGTERM (preemption) finishes the current step, saves, and returns.
+(kd_jax.checkpoint). SIGTERM (preemption) on any host: every process finishes the same
+step, saves it and returns (kd_jax.preemption).
 
 The host waits for the device only on logging, eval and checkpoint steps (where the
 rows carry step time, throughput and MFU: kd_jax.step_clock); on other steps it reads
@@ -18,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import signal
 import time
 from pathlib import Path
 
@@ -36,6 +36,7 @@ from kd_jax.data.packing import TOPK_KEYS
 from kd_jax.metrics_log import MetricsWriter, check_tracker, to_python
 from kd_jax.onpolicy import make_onpolicy_fn, use_onpolicy
 from kd_jax.optim import learning_rate_schedule, make_optimizer
+from kd_jax.preemption import PreemptionWatch
 from kd_jax.sampling import SamplingConfig
 from kd_jax.state import ModelParts, build_model
 from kd_jax.step_clock import StepClock, step_model_flops
@@ -202,17 +203,6 @@ def _eval_step(config: ConfigDict, r: Run, param_shardings, batch_sharding, rule
     )
 
 
-def _install_sigterm():
-    flag = {"stop": False}
-
-    def handler(signum, frame):
-        log.warning("SIGTERM: saving a checkpoint after this step and stopping.")
-        flag["stop"] = True
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    return flag, previous
-
-
 def evaluate_loss(eval_step, params, batches, context, limit: int = 0) -> dict:
     """Mean validation CE / divergence / loss over (at most `limit`) validation batches."""
     from kd_jax.losses import reduce_terms
@@ -288,7 +278,7 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         workdir, resume_step=start, wandb_cfg=tc.get("wandb"), config=resolved_config.to_dict()
     )
     rng = jax.random.key(config.seed)
-    stop, previous_handler = _install_sigterm()
+    preemption = PreemptionWatch()
     last: dict = {}
     status = "completed"
 
@@ -328,13 +318,14 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
                 clock.sampled(time.perf_counter() - t0)
             state, metrics = train_step(state, batch, rng, r.context)
             metrics = {**metrics, "onpolicy": int(onpolicy)}
+            stop = preemption.should_stop(step)  # every process: the same answer
             # Read one step late: the previous step is done (or nearly) while this one runs.
             if unchecked is not None and diverged(unchecked):
                 status = "diverged"
                 break
             logging_step = step % tc.log_every == 0 or step == num_steps
             eval_now = bool(val_batches) and (step % tc.eval_every == 0 or step == num_steps)
-            save_now = step % tc.checkpoint_every == 0 or step == num_steps or stop["stop"]
+            save_now = step % tc.checkpoint_every == 0 or step == num_steps or stop
             row = {}
             if logging_step:
                 row = to_python(metrics)  # waits for this step
@@ -352,8 +343,8 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
                 status = "diverged"
                 break
             if save_now:
-                save(step, row, force=stop["stop"])
-            if stop["stop"]:
+                save(step, row, force=stop)
+            if stop:
                 status = "preempted"
                 break
             if eval_now or save_now:
@@ -362,6 +353,6 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         bar.close()
         ckpt.close()
         writer.close()
-        signal.signal(signal.SIGTERM, previous_handler)
+        preemption.close()
     last["status"] = status
     return last

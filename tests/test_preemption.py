@@ -28,7 +28,8 @@ def test_sigterm_to_one_process_stops_both_at_one_step(builtin_dir, tmp_path):
     assert finals[1]["step"] == stopped < 12, finals
     assert os.listdir(run / "checkpoints") == [str(stopped)]
     assert (run / "checkpoints" / str(stopped) / "commit_success.txt").exists()
-    data = sorted(p for p in os.listdir(run / "checkpoints" / str(stopped) / "data") if "process" in p)
+    saved = os.listdir(run / "checkpoints" / str(stopped) / "data")
+    data = sorted(p for p in saved if p.startswith("process"))
     assert data == ["process_0-of-2.json", "process_1-of-2.json"], "both hosts saved"
 
     resumed = [_final(log) for log in wait(launch(tmp_path / "res", 2, 4, train_cmd(run, *STEPS)))]

@@ -16,17 +16,29 @@ def is_run(path: str | Path) -> bool:
     return (Path(path) / "config.json").exists() and (Path(path) / "checkpoints").is_dir()
 
 
-def load_trained(path: str | Path, *, which: str = "latest", mesh=None) -> tuple[Decoder, str]:
-    """(model, tokenizer folder) of a kd_jax run's student, or of an HF folder."""
-    mesh = mesh or shd.make_mesh({"data": -1})
+def load_trained(
+    path: str | Path, *, which: str = "latest", mesh=None, rules=None
+) -> tuple[Decoder, str]:
+    """(model, tokenizer folder) of a kd_jax run's student, or of an HF folder, loaded
+    straight into its shardings: on `mesh` with the `rules` table, by default the run's
+    own (config.json's `mesh` and `sharding_rules`), for an HF folder {"data": -1} and
+    the built-in rules."""
     if not is_run(path):
-        return hf_io.load(path, mesh=mesh), str(path)
+        mesh = mesh or shd.make_mesh({"data": -1})
+        return hf_io.load(path, mesh=mesh, rules=rules or shd.DEFAULT_RULES), str(path)
     run = read_run_config(path)
+    mesh = mesh or shd.make_mesh(dict(run.get("mesh", {"data": -1})))
+    if rules is None:
+        saved = run.get("sharding_rules")
+        # JSON turns the table's tuples (a logical axis over several mesh axes) into lists.
+        as_tuple = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731
+        rules = tuple((k, as_tuple(v)) for k, v in saved) if saved else shd.DEFAULT_RULES
     mc = ConfigDict(run.student.to_dict())
     mc.workdir, mc.checkpoint = str(path), which
     parts = build_model(
-        mc, role="student", vocab_size=run.get("resolved_vocab_size"), mesh=mesh, seed=run.seed
-    )
+        mc, role="student", vocab_size=run.get("resolved_vocab_size"), mesh=mesh, rules=rules,
+        seed=run.seed,
+    )  # fmt: skip
     return parts.merge(parts.trainable), builtin_paths.resolve(run.data.tokenizer)
 
 

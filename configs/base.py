@@ -132,6 +132,11 @@ def get_config() -> ConfigDict:
             max_bad_steps=10,  # consecutive non-finite steps before the run stops
             progress_bar=True,
             async_checkpointing=True,
+            # Weights & Biases, beside TensorBoard: the same rows and the resolved config.
+            # mode "offline" writes under WORKDIR/wandb for a later `wandb sync`.
+            wandb=ConfigDict(
+                dict(enabled=False, project="kd_jax", entity="", name="", mode="online")
+            ),
         )
     )
 

@@ -9,8 +9,11 @@ hosts consume different numbers of examples per batch, so every host resumes fro
 own position. Orbax writes each checkpoint into a temporary folder and renames it when
 complete, so a run killed mid-save keeps every checkpoint it had finished.
 
-Restore order (`kd_jax.train.run`): resume WORKDIR's latest checkpoint if there is one,
-else initialize from `student.workdir` / `student.hf_path` (`init_from`), else fresh.
+Restore order (`kd_jax.train.run`): resume WORKDIR's newest readable checkpoint if there
+is one, else initialize from `student.workdir` / `student.hf_path` (`init_from`), else
+fresh. A checkpoint that cannot be read (an array file cut short, no commit marker) is
+moved to `checkpoints_damaged/<step>/` for inspection and the next older one is tried
+(`Checkpointer.restore_readable`).
 """
 
 from __future__ import annotations
@@ -22,11 +25,19 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from kd_jax.errors import MissingFileError
 
 log = logging.getLogger(__name__)
+
+COMMIT_MARKER = "commit_success.txt"
+DAMAGED_DIR = "checkpoints_damaged"
+
+
+class NoReadableCheckpointError(FileNotFoundError, ValueError):
+    """Every checkpoint of a run is damaged: the resume cannot continue."""
 
 
 class DataStateHandler(ocp.CheckpointHandler):
@@ -99,6 +110,7 @@ class Checkpointer:
         async_save: bool = True,
     ):
         root = Path(workdir).absolute()
+        self.root = root
         opts = dict(create=True, enable_async_checkpointing=async_save)
 
         def named(prefix):
@@ -177,6 +189,51 @@ class Checkpointer:
         data = out["data"] if with_data else None
         return _ungroup({k: out[k] for k in grouped}), data, out["meta"]
 
+    def restore_readable(self, abstract_state: dict):
+        """(step, state, data_state, meta) of the newest checkpoint that reads, or None if
+        there is none. Each unreadable one is named in one line and set aside (kept on disk
+        under `checkpoints_damaged/`, so the step it held can be written again)."""
+        for step in sorted(self.last.all_steps(), reverse=True):
+            problem, restored = None, None
+            if not (Path(self.last.directory) / str(step) / COMMIT_MARKER).exists():
+                problem = f"no {COMMIT_MARKER}: the save never finished"
+            else:
+                try:
+                    restored = self.restore(abstract_state, step)
+                except Exception as e:  # noqa: BLE001 - any read failure means "damaged"
+                    problem = _first_line(e)
+            # Every process must take the same branch, or the next collective hangs.
+            problem = _agreed(problem)
+            if problem is None:
+                return (step, *restored)
+            moved = self._set_aside(step)
+            log.warning(
+                "Checkpoint step %d cannot be read (%s); kept at %s, resuming from the one "
+                "before.", step, problem, moved,
+            )  # fmt: skip
+        remaining = sorted(self.last.all_steps())
+        if remaining or (self.root / DAMAGED_DIR).is_dir():
+            raise NoReadableCheckpointError(
+                f"No checkpoint in {self.last.directory} can be read (the damaged ones are "
+                f"in {self.root / DAMAGED_DIR}); start afresh with a new --workdir (or "
+                "continue from a good copy via --config.student.workdir)."
+            )
+        return None
+
+    def _set_aside(self, step: int) -> Path:
+        dest = self.root / DAMAGED_DIR / str(step)
+        if jax.process_index() == 0:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if dest.exists():  # damaged twice at the same step: keep the newer copy
+                dest = dest.with_name(f"{step}.{len(list(dest.parent.glob(f'{step}*')))}")
+            (Path(self.last.directory) / str(step)).rename(dest)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"kd_jax_set_aside_{step}")
+        self.last.reload()
+        return dest
+
     def wait(self) -> None:
         self.last.wait_until_finished()
         if self.best is not None:
@@ -187,6 +244,23 @@ class Checkpointer:
         self.last.close()
         if self.best is not None:
             self.best.close()
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0][:200] if text else ''}"
+
+
+def _agreed(problem: str | None) -> str | None:
+    """A local read failure counts as a failure on every process."""
+    if jax.process_count() == 1:
+        return problem
+    from jax.experimental import multihost_utils
+
+    bad = multihost_utils.process_allgather(np.int32(problem is not None))
+    if problem is None and np.any(bad):
+        return "unreadable on another process"
+    return problem
 
 
 def abstract_like(tree: Any) -> Any:

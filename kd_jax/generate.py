@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from kd_jax.data import DataError, load_tokenizer
+from kd_jax.data import DataError, load_tokenizer, render_chat
 from kd_jax.errors import MissingFileError
 from kd_jax.models.loader import load_trained
 from kd_jax.sampling import SamplingConfig, generate_text
@@ -35,9 +35,7 @@ def read_prompts(path: str | Path, tokenizer) -> list[str]:
             ) from None
         if "messages" in rec:
             msgs = [m for m in rec["messages"] if m["role"] != "assistant"]
-            prompts.append(
-                tokenizer.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
-            )
+            prompts.append(render_chat(tokenizer, msgs, add_generation_prompt=True))
         elif "prompt" in rec:
             prompts.append(rec["prompt"])
         else:

@@ -21,12 +21,10 @@ no bfloat16 matmul and converts such weights to float32 (the plan keeps that to 
 at a time, see `_device_env`), so bfloat16 runs read somewhat high: keep headroom.
 The step is traced with activations pinned by the rules table (`shd.activation_sharding`).
 
-Model FLOPs per step use N = every weight a token is multiplied by: all non-embedding
-weights plus the output projection (vocab x hidden; the tied embedding counts here once).
-The input embedding is a lookup and costs no FLOPs. Per token the student costs 6N
-(forward 2N, backward 4N), 4N under LoRA (no gradients for the frozen base), and the
-teacher 2N (forward only). Attention scores, computed over the full [T, T] mask, add
-4 * layers * T * heads * head_dim per token forward, shown separately.
+Model FLOPs per step are counted by `kd_jax.flops` (the same counting as the training
+logs' MFU): N = every weight a token is multiplied by; the student costs 6N per token
+(4N under LoRA), the teacher 2N; attention scores over the full [T, T] mask are shown
+separately.
 """
 
 from __future__ import annotations
@@ -43,6 +41,7 @@ from pathlib import Path
 import jax
 from ml_collections import ConfigDict
 
+from kd_jax import flops
 from kd_jax import sharding as shd
 from kd_jax import step_builder as build
 from kd_jax.config_checks import validate
@@ -113,13 +112,12 @@ def _count(tree) -> int:
 def summarize(name: str, parts) -> ModelSummary:
     cfg = parts.cfg
     total = _count(parts.trainable) + _count(parts.frozen)
-    embedding = cfg.vocab_size * cfg.hidden_size
     return ModelSummary(
         name=name,
         params=total,
-        # Untied models hold an input table that is only looked up; tied ones use their
-        # one table as the output projection too, so it stays in N.
-        flop_params=total if cfg.tie_word_embeddings else total - embedding,
+        flop_params=flops.flop_params(
+            total, cfg.vocab_size, cfg.hidden_size, cfg.tie_word_embeddings
+        ),
         trainable=_count(parts.trainable),
         bytes_per_device=_bytes(parts.trainable) + _bytes(parts.frozen),
         layers=cfg.num_layers,
@@ -221,12 +219,8 @@ def _compile(config, mesh, rules, student, teacher, batch):
 
 
 def _flops(rule: str, m: ModelSummary, length: int, tokens: int) -> dict:
-    """Model FLOPs of one step by `rule` (k*N per token), and attention scores beside it:
-    forward 4 * L * T * heads * head_dim per token, times 3 with a backward pass."""
-    k = int(rule[0])
-    attention = 4 * m.layers * length * m.attention_width * tokens
-    return {"rule": rule, "model": k * m.flop_params * tokens,
-            "attention": attention * (3 if k > 2 else 1)}  # fmt: skip
+    """Model FLOPs of one step by `rule`, counted by `kd_jax.flops.step_flops`."""
+    return flops.step_flops(rule, m.flop_params, m.layers, m.attention_width, length, tokens)
 
 
 def _validate(config) -> None:

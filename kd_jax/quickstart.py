@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from kd_jax import train
-from kd_jax.data import builtin_paths, is_correct, load_tokenizer, read_records
+from kd_jax.data import builtin_paths, is_correct, load_tokenizer, read_records, render_chat
 from kd_jax.metrics_log import read_metrics
 from kd_jax.models.loader import load_trained
 from kd_jax.sampling import SamplingConfig, generate_text
@@ -24,9 +24,7 @@ def chat_prompts(records: list[dict], tokenizer) -> list[str]:
     for r in records:
         msgs = r["messages"]
         upto = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")
-        out.append(
-            tokenizer.apply_chat_template(msgs[:upto], add_generation_prompt=True, tokenize=False)
-        )
+        out.append(render_chat(tokenizer, msgs[:upto], add_generation_prompt=True))
     return out
 
 

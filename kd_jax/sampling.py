@@ -19,6 +19,7 @@ import numpy as np
 from flax import nnx
 from tqdm.auto import tqdm
 
+from kd_jax import sharding as shd
 from kd_jax.models import Decoder, decode
 
 
@@ -121,21 +122,33 @@ def generate_tokens(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: Samp
 
 
 @functools.lru_cache(maxsize=32)
-def _jitted(graphdef, cfg: SamplingConfig):
+def _jitted(graphdef, cfg: SamplingConfig, mesh=None, rules=None):
     def run(state, prompts_BxP, prompt_mask_BxP, rng):
         model = nnx.merge(graphdef, state)
         return generate_tokens(model, prompts_BxP, prompt_mask_BxP, rng, cfg)
 
+    if rules is not None and mesh is not None:
+        return jax.jit(shd.under_activation_sharding(run, mesh, rules))
     return jax.jit(run)
 
 
-def generate(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: SamplingConfig):
+def _mesh_of(state):
+    sharding = getattr(jax.tree.leaves(state)[0], "sharding", None)
+    return getattr(sharding, "mesh", None)
+
+
+def generate(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: SamplingConfig, *, rules=None):
     """tokens [B, N] and lengths [B] sampled after left-padded prompts [B, P].
 
     One compiled program per (model structure, config, shapes); the module is split into
-    plain arrays first, which costs far less per call than tracing it through nnx.jit."""
+    plain arrays first, which costs far less per call than tracing it through nnx.jit.
+    With `rules` (a sharding rules table) the activations and the KV cache are split on
+    the parameters' mesh by that table, as in training."""
     graphdef, state = nnx.split(model)
-    return _jitted(graphdef, cfg)(state, prompts_BxP, prompt_mask_BxP, rng)
+    if rules is not None:  # hashable, for the program cache
+        rules = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in rules)
+    mesh = _mesh_of(state) if rules is not None else None
+    return _jitted(graphdef, cfg, mesh, rules)(state, prompts_BxP, prompt_mask_BxP, rng)
 
 
 def left_pad(rows: list[list[int]], pad_id: int, multiple: int = 16):
@@ -161,6 +174,7 @@ def generate_text(
     seed: int = 0,
     progress: bool = True,
     add_special_tokens: bool = False,
+    rules=None,
 ) -> list[str]:
     """Decoded continuations of `prompts` (special tokens dropped), in order."""
     out: list[str] = []
@@ -172,7 +186,7 @@ def generate_text(
         rows += [rows[-1]] * (batch_size - len(rows))  # fixed batch shape: one program
         tokens, mask = left_pad(rows, cfg.pad_id)
         new, lengths = generate(model, jnp.asarray(tokens), jnp.asarray(mask),
-                                jax.random.fold_in(rng, start), cfg)  # fmt: skip
+                                jax.random.fold_in(rng, start), cfg, rules=rules)  # fmt: skip
         new, lengths = np.asarray(new), np.asarray(lengths)
         for i in range(len(chunk)):
             out.append(tokenizer.decode(new[i, : lengths[i]].tolist(), skip_special_tokens=True))

@@ -108,6 +108,13 @@ def _axes_of(variable: nnx.Variable) -> tuple[str | None, ...]:
     return tuple(axes)
 
 
+def rules_from(table) -> tuple:
+    """A rules table as tuples, also when read back from JSON (a logical axis mapped to
+    several mesh axes comes back as a list)."""
+    as_tuple = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731
+    return tuple((name, as_tuple(axes)) for name, axes in table)
+
+
 def require_rules(rules) -> None:
     """Sharding on a mesh needs the rules table: the config's, never a silent default."""
     if rules is None:

@@ -38,7 +38,7 @@ log = logging.getLogger("kd_jax.step_builder")
 
 def rules_of(config: ConfigDict) -> tuple:
     """The config's logical-axis rules table as a tuple of (logical, mesh axes) pairs."""
-    return tuple(tuple(r) for r in config.sharding_rules)
+    return shd.rules_from(config.sharding_rules)
 
 
 def loss_config(config: ConfigDict, method: str | None = None) -> KDLossConfig:

@@ -139,7 +139,7 @@ def synthesize_file(
     seed: int = 0,
 ) -> dict:
     """Writes the synthetic records to `out` and their counts beside it; returns counts."""
-    from kd_jax.data import load_tokenizer
+    from kd_jax.data import load_tokenizer, render_chat
     from kd_jax.models.loader import load_trained
     from kd_jax.sampling import SamplingConfig, generate_text
 
@@ -158,8 +158,7 @@ def synthesize_file(
     else:
 
         def render(q):
-            msgs = [{"role": "user", "content": q}]
-            return tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+            return render_chat(tok, [{"role": "user", "content": q}], add_generation_prompt=True)
 
         questions = _read_jsonl(inputs or examples)
         exclude = set() if inputs is None else {user_and_answer(r)[0] for r in human}

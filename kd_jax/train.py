@@ -5,14 +5,20 @@
 Restore order: WORKDIR's latest checkpoint (resume) if any, else the student's
 `hf_path` / `workdir` / `preset` (init_from). Every run writes the resolved config to
 WORKDIR/config.json, metrics to WORKDIR/metrics.jsonl and TensorBoard, and checkpoints
-(kd_jax.checkpoint). SIGTERM (preemption) finishes the current step, saves, and returns.
+(kd_jax.checkpoint). SIGTERM (preemption) on any host: every process finishes the same
+step, saves it and returns (kd_jax.preemption).
+
+The host waits for the device only on logging, eval and checkpoint steps (where the
+rows carry step time, throughput and MFU: kd_jax.step_clock); on other steps it reads
+the bad-step counter of the step before, so the divergence stop still ends the run
+after the same step without a sync per step.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
+import time
 from pathlib import Path
 
 import jax
@@ -24,9 +30,11 @@ from kd_jax import step_builder as build
 from kd_jax.checkpoint import Checkpointer
 from kd_jax.config_checks import validate
 from kd_jax.data import builtin_paths
-from kd_jax.metrics_log import MetricsWriter, to_python
+from kd_jax.metrics_log import MetricsWriter, check_tracker, to_python
 from kd_jax.onpolicy import use_onpolicy
+from kd_jax.preemption import PreemptionWatch
 from kd_jax.step_builder import RunParts, setup
+from kd_jax.step_clock import StepClock, step_model_flops
 
 log = logging.getLogger("kd_jax.train")
 
@@ -42,17 +50,6 @@ def _attach_teacher_cache(config: ConfigDict, parts: RunParts) -> None:
     if cache_vocab != student.cfg.vocab_size and not config.kd.vocab_size:
         build.align_vocab(config, len(pipeline.tokenizer), student.cfg.vocab_size, cache_vocab, "")
     pipeline.teacher_cache = cache
-
-
-def _install_sigterm():
-    flag = {"stop": False}
-
-    def handler(signum, frame):
-        log.warning("SIGTERM: saving a checkpoint after this step and stopping.")
-        flag["stop"] = True
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    return flag, previous
 
 
 def evaluate_loss(eval_step, params, batches, context, limit: int = 0) -> dict:
@@ -73,6 +70,7 @@ def evaluate_loss(eval_step, params, batches, context, limit: int = 0) -> dict:
 def run(config: ConfigDict, workdir: str | Path) -> dict:
     """Trains (or resumes) the run of `config` in `workdir`; returns the final metrics."""
     validate(config, workdir)
+    check_tracker(config.train.get("wandb"))
     workdir = Path(workdir)
     r = setup(config)
     if config.kd.teacher_cache:
@@ -95,27 +93,29 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         workdir, keep_last=tc.keep_last, keep_best=tc.keep_best, async_save=tc.async_checkpointing
     )
     iterator = r.pipeline.train_iterator()
-    start = ckpt.latest_step()
-    if start is not None:
-        state, data_state, _ = ckpt.restore(program.abstract_state)
+    resumed = ckpt.restore_readable(program.abstract_state)
+    if resumed is not None:
+        start, state, data_state, _ = resumed
         iterator.set_state(data_state)
         log.info("Resumed %s at step %d.", workdir, start)
     else:
         start = 0
         state = program.init_state(r.student.trainable)
+    resolved_config = ConfigDict(config.to_dict())
+    resolved_config.resolved_vocab_size = r.student.cfg.vocab_size
     if jax.process_index() == 0:
-        resolved = ConfigDict(config.to_dict())
-        resolved.resolved_vocab_size = r.student.cfg.vocab_size
-        (workdir / "config.json").write_text(resolved.to_json_best_effort(indent=2) + "\n")
+        (workdir / "config.json").write_text(resolved_config.to_json_best_effort(indent=2) + "\n")
         (workdir / "data_info.json").write_text(json.dumps(r.pipeline.info, indent=2) + "\n")
 
     train_step, eval_step = program.train_step, program.eval_step
     onpolicy_fn = build.build_onpolicy(config, r, batch_shardings)
     gkd_key = jax.random.key(config.seed + 1)
     val_batches = r.pipeline.validation_batches() if tc.eval_every else []
-    writer = MetricsWriter(workdir, resume_step=start)
+    writer = MetricsWriter(
+        workdir, resume_step=start, wandb_cfg=tc.get("wandb"), config=resolved_config.to_dict()
+    )
     rng = jax.random.key(config.seed)
-    stop, previous_handler = _install_sigterm()
+    preemption = PreemptionWatch()
     last: dict = {}
     status = "completed"
 
@@ -124,43 +124,72 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         if metrics and "eval_ce" in metrics:
             ckpt.save_best(step, state, iterator.get_state(), {"step": step}, metrics["eval_ce"])
 
+    clock = StepClock(
+        tokens_per_step=config.data.batch_size * config.data.max_length,
+        flops_per_step=step_model_flops(config, r.student, r.teacher),
+        sampling=config.gkd.lambda_ > 0,
+    )
+    unchecked = None  # the previous step's metrics when the host has not waited for them
+
+    def diverged(metrics) -> bool:
+        if int(metrics["bad_steps"]) < tc.max_bad_steps:
+            return False
+        log.error(
+            "%d consecutive non-finite steps; stopping with the last good checkpoint.",
+            tc.max_bad_steps,
+        )
+        return True
+
     bar = tqdm(total=num_steps, initial=start, disable=not tc.progress_bar, desc="train")
+    clock.restart(start)
     try:
         for step in range(start + 1, num_steps + 1):
             batch = next(iterator)
             onpolicy = use_onpolicy(config.gkd.lambda_, config.seed, step)
             if onpolicy:
+                jax.block_until_ready(state["params"])
+                t0 = time.perf_counter()
                 batch = onpolicy_fn(state["params"], context["frozen"], batch,
                                     jax.random.fold_in(gkd_key, step))  # fmt: skip
+                jax.block_until_ready(batch)
+                clock.sampled(time.perf_counter() - t0)
             state, metrics = train_step(state, batch, rng, context)
             metrics = {**metrics, "onpolicy": int(onpolicy)}
+            stop = preemption.should_stop(step)  # every process: the same answer
+            # Read one step late: the previous step is done (or nearly) while this one runs.
+            if unchecked is not None and diverged(unchecked):
+                status = "diverged"
+                break
+            logging_step = step % tc.log_every == 0 or step == num_steps
+            eval_now = bool(val_batches) and (step % tc.eval_every == 0 or step == num_steps)
+            save_now = step % tc.checkpoint_every == 0 or step == num_steps or stop
             row = {}
-            if step % tc.log_every == 0 or step == num_steps:
-                row = to_python(metrics)
+            if logging_step:
+                row = to_python(metrics)  # waits for this step
+                row.update(clock.measure(step))
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if val_batches and (step % tc.eval_every == 0 or step == num_steps):
+            if eval_now:
                 row.update(to_python(evaluate_loss(
                     eval_step, state["params"], val_batches, context, tc.eval_batches
                 )))  # fmt: skip
             if row:
                 last = writer.write(step, row)
             bar.update(1)
-            if int(metrics["bad_steps"]) >= tc.max_bad_steps:
+            unchecked = None if logging_step or eval_now or save_now else metrics
+            if unchecked is None and diverged(metrics):
                 status = "diverged"
-                log.error(
-                    "%d consecutive non-finite steps; stopping with the last good checkpoint.",
-                    tc.max_bad_steps,
-                )
                 break
-            if step % tc.checkpoint_every == 0 or step == num_steps or stop["stop"]:
-                save(step, row, force=stop["stop"])
-            if stop["stop"]:
+            if save_now:
+                save(step, row, force=stop)
+            if stop:
                 status = "preempted"
                 break
+            if eval_now or save_now:
+                clock.restart(step)
     finally:
         bar.close()
         ckpt.close()
         writer.close()
-        signal.signal(signal.SIGTERM, previous_handler)
+        preemption.close()
     last["status"] = status
     return last

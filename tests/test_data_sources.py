@@ -125,3 +125,48 @@ def test_all_lines_bad_is_an_error_even_when_skipping(tmp_path):
     path = write_lines(tmp_path / "bad.jsonl", ["{", "{"])
     with pytest.raises(DataError, match="no valid record"):
         read_records(path, skip_bad_lines=True)
+
+
+def test_hf_datasets_folders_read_like_jsonl(tmp_path):
+    """`save_to_disk` folders (one Dataset, or a DatasetDict's splits) give the records the
+    same rows give as JSONL; a bad row is one line naming folder, row and fix."""
+    import datasets
+
+    rows = [CHAT, {**CHAT, "task": "t"}, {"messages": CHAT["messages"][::-1], "task": "u"}]
+    jsonl = read_records(write_lines(tmp_path / "a.jsonl", rows))
+    # A table has a column for every field: row 1's missing task is a null there.
+    datasets.Dataset.from_list([{**CHAT, "task": None}, *rows[1:]]).save_to_disk(
+        str(tmp_path / "one")
+    )
+    one = open_source(str(tmp_path / "one"))
+    assert len(one) == 3 and [one[i] for i in range(3)] == [jsonl[i] for i in range(3)]
+    assert one.location(2) == f"{tmp_path / 'one'} row 3"
+
+    splits = {"train": rows[:1], "validation": rows[1:]}
+    datasets.DatasetDict(
+        {k: datasets.Dataset.from_list(v) for k, v in splits.items()}
+    ).save_to_disk(str(tmp_path / "dict"))
+    assert len(open_source(str(tmp_path / "dict"))) == 1, "a DatasetDict defaults to train"
+    assert open_source(f"{tmp_path / 'dict'}#validation")[1] == jsonl[2]
+    with pytest.raises(DataError, match=r"has no split 'test' \(it has train, validation\)"):
+        open_source(f"{tmp_path / 'dict'}#test")
+
+    bad = [CHAT, {"messages": [{"role": "robot", "content": "x"}]}]
+    datasets.Dataset.from_list(bad).save_to_disk(str(tmp_path / "bad"))
+    with pytest.raises(DataError) as e:
+        open_source(str(tmp_path / "bad"))
+    msg = str(e.value)
+    assert msg.startswith(f"{tmp_path / 'bad'} row 2: ") and "\n" not in msg
+    assert "role" in msg and "skip_bad_lines" in msg
+    assert len(open_source(str(tmp_path / "bad"), skip_bad_lines=True)) == 1
+
+
+def test_hf_datasets_folder_without_the_package(tmp_path, monkeypatch):
+    import sys
+
+    import datasets
+
+    datasets.Dataset.from_list([CHAT]).save_to_disk(str(tmp_path / "one"))
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
+    with pytest.raises(DataError, match="`datasets` package is not installed; pip install"):
+        open_source(str(tmp_path / "one"))

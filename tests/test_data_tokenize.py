@@ -189,3 +189,33 @@ def test_tokenizer_errors(tmp_path):
         load_tokenizer(str(tmp_path / "missing"))
     with pytest.raises(DataError, match="cannot load a tokenizer"):
         load_tokenizer(str(tmp_path))
+
+
+def test_llama3_chat_date_is_the_training_one_at_inference(tmp_path):
+    """Llama 3.2's template stamps today's date unless given one: training pins it, and
+    generate, eval and synthesis prompts must carry the same line, not today's."""
+    import json
+    from pathlib import Path
+
+    from kd_jax.data import render_chat
+    from kd_jax.evaluation.tasks import chat_renderer
+    from kd_jax.generate import read_prompts
+
+    template = Path(__file__).parent / "fixtures" / "chat_templates" / "llama-3.2-instruct.jinja"
+    hf = load_tokenizer(build_tokenizer(str(tmp_path / "tok")))
+    hf.chat_template = template.read_text()
+    messages = CONVERSATION[:2]
+    plain = hf.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert "Today Date: 26 Jul 2024" not in plain, "the template must date a plain render"
+
+    trained = ExampleTokenizer(hf, max_length=512).render(CONVERSATION[:3])
+    prompts_file = tmp_path / "prompts.jsonl"
+    prompts_file.write_text(json.dumps({"messages": CONVERSATION[:3]}) + "\n")
+    at_inference = [
+        render_chat(hf, messages, add_generation_prompt=True),  # synthesize, quickstart
+        chat_renderer(hf)(messages),  # kd-jax eval
+        read_prompts(prompts_file, hf)[0],  # kd-jax generate
+    ]
+    for prompt in at_inference:
+        assert "Today Date: 26 Jul 2024" in prompt
+        assert trained.startswith(prompt), "the prompt is the training text up to the answer"

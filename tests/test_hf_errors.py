@@ -83,3 +83,14 @@ def test_missing_shard_listed_in_index(tmp_path):
     shard.unlink()
     with pytest.raises(hf_io.CheckpointError, match=f"lists shard.*{shard.name}"):
         hf_io.load(tmp_path)
+
+
+def test_quantized_config_is_refused(checkpoint):
+    """A bitsandbytes fine-tune's config.json (as published, see real-data hf_configs)."""
+    cfg = json.loads((checkpoint / "config.json").read_text())
+    cfg["quantization_config"] = {"load_in_8bit": True, "quant_method": "bitsandbytes"}
+    (checkpoint / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(hf_io.CheckpointError, match="declares quantized weights.*bitsandbytes"):
+        hf_io.load(checkpoint)
+    with pytest.raises(hf_io.CheckpointError, match="dequantize"):
+        hf_io.read_config(checkpoint)

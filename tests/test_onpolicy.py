@@ -84,12 +84,16 @@ def test_lambda_zero_is_the_off_policy_run_and_lambda_one_is_all_on_policy(tiny_
     off = _gkd_config(tiny_config, 0.0)
     off.gkd.max_new_tokens = 99  # irrelevant when lambda_ = 0
     train.run(off, tmp_path / "off")
-    assert read_metrics(tmp_path / "off") == rows0
+    assert read_metrics(tmp_path / "off", timing=False) == read_metrics(
+        tmp_path / "zero", timing=False
+    )
+    assert "sample_time_share" not in rows0[0], "only GKD runs (gkd.lambda_ > 0) sample"
 
     train.run(_gkd_config(tiny_config, 1.0), tmp_path / "one")
     rows1 = read_metrics(tmp_path / "one")
     assert [r["onpolicy"] for r in rows1] == [1, 1, 1]
     assert all(np.isfinite(r["loss"]) for r in rows1)
+    assert all(0 < r["sample_time_share"] < 1 for r in rows1)
     assert rows1[0]["num_tokens"] != rows0[0]["num_tokens"]
 
 

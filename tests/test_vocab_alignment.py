@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
-from kd_jax import train
+from kd_jax import step_builder as build
 from kd_jax.config_checks import ConfigError
 from kd_jax.data import builtin_paths
 from kd_jax.data.tokenize import load_tokenizer
@@ -46,7 +46,7 @@ def test_padding_rows_align_and_the_loss_equals_the_cut_logits():
     assert student.embed.embedding.value.shape[0] == QWEN_SMALL
     assert teacher.embed.embedding.value.shape[0] == QWEN_LARGE
     config = _config(str(builtin_paths.ensure() / "tokenizer"))
-    train._check_vocab(config, n, _parts(student), _parts(teacher))
+    build.check_vocab(config, n, _parts(student), _parts(teacher))
     assert config.kd.vocab_size == n < QWEN_SMALL
 
     # The loss over both tables' logits, cut to N, equals the loss over the first N columns.
@@ -86,11 +86,11 @@ def test_a_teacher_with_other_tokens_is_refused_in_one_line(tmp_path):
     student, teacher = _tiny(QWEN_SMALL, 0), _tiny(QWEN_LARGE, 1)
     config = _config(str(builtin), str(other))
     with pytest.raises(ConfigError) as e:
-        train._check_vocab(config, n, _parts(student), _parts(teacher))
+        build.check_vocab(config, n, _parts(student), _parts(teacher))
     msg = str(e.value)
     assert "\n" not in msg and "differs from the student's" in msg and "same family" not in msg
     assert "pick a teacher of the student's family" in msg
     # The same tokenizer in both folders aligns.
     config = _config(str(builtin), str(builtin))
-    train._check_vocab(config, n, _parts(student), _parts(teacher))
+    build.check_vocab(config, n, _parts(student), _parts(teacher))
     assert config.kd.vocab_size == n

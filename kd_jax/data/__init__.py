@@ -16,7 +16,7 @@ from kd_jax.data.sources import DataError, RecordSource, read_records
 from kd_jax.data.subsets import split_indices
 from kd_jax.data.synthetic_tasks import extract_answer, is_correct
 from kd_jax.data.templates import alpaca_eval_prompt, render_alpaca
-from kd_jax.data.tokenize import ExampleTokenizer, load_tokenizer
+from kd_jax.data.tokenize import ExampleTokenizer, load_tokenizer, render_chat
 
 __all__ = [
     "ROW_KEYS",
@@ -32,6 +32,7 @@ __all__ = [
     "extract_answer",
     "is_correct",
     "load_tokenizer",
+    "render_chat",
     "make_pipeline",
     "open_source",
     "read_records",

@@ -1,4 +1,4 @@
-"""Reading training records from JSONL, JSON, Parquet and prepared TFDS folders.
+"""Reading training records from JSONL, JSON, Parquet, HF datasets and TFDS folders.
 
 This module owns everything between a path and a validated in-memory record:
 path expansion (file, folder, glob, comma list), format detection (chat or Alpaca),
@@ -22,6 +22,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
+from kd_jax.data import hf_datasets_source
 from kd_jax.errors import UserError
 
 log = logging.getLogger("kd_jax.data")
@@ -184,6 +185,13 @@ def _parquet_items(path: str) -> Iterator[tuple[int, object]]:
             yield row, obj
 
 
+def _saved_dataset_items(path: str) -> Iterator[tuple[int, object]]:
+    try:
+        yield from hf_datasets_source.saved_dataset_rows(path)
+    except hf_datasets_source.DatasetFolderError as e:
+        raise DataError(str(e)) from None
+
+
 class RecordSource:
     """Validated records held as compact JSON bytes, with each one's file and line.
 
@@ -224,14 +232,18 @@ def read_records(
     """
     if fmt not in FORMATS:
         raise DataError(f"unknown data.format {fmt!r}; use one of {', '.join(FORMATS)}")
-    files = expand_paths(paths)
-    blobs, file_idx, lines, units = [], [], [], []
+    if isinstance(paths, str) and "," not in paths and hf_datasets_source.is_saved_dataset(paths):
+        files, units = [paths], ["row"]
+        items = [_saved_dataset_items(paths)]
+    else:
+        files = expand_paths(paths)
+        units = [_unit(path) for path in files]
+        items = [_raw_items(path) for path in files]  # generators: each file read in turn
+    blobs, file_idx, lines = [], [], []
     skipped: collections.Counter[str] = collections.Counter()
     first_skips: list[str] = []
-    for fi, path in enumerate(files):
-        unit = _unit(path)
-        units.append(unit)
-        for lineno, obj in _raw_items(path):
+    for fi, (path, unit, file_items) in enumerate(zip(files, units, items, strict=True)):
+        for lineno, obj in file_items:
             try:
                 if isinstance(obj, DataError):
                     raise obj

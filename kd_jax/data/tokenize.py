@@ -37,6 +37,23 @@ from kd_jax.data.sources import DataError
 CHAT_TEMPLATE_KWARGS = {"date_string": "26 Jul 2024"}
 
 
+def render_chat(tokenizer, messages: list[dict], add_generation_prompt: bool = False) -> str:
+    """An HF tokenizer's chat template rendered as training renders it (pinned date).
+
+    Training, evaluation, generation and synthesis all render through here, so a Llama 3.x
+    prompt carries the same "Today Date" line at inference as in the training data.
+    """
+    try:
+        return tokenizer.apply_chat_template(
+            messages,
+            tokenize=False,
+            add_generation_prompt=add_generation_prompt,
+            **CHAT_TEMPLATE_KWARGS,
+        )
+    except ValueError as e:  # transformers raises ValueError when there is no template
+        raise DataError(f"{tokenizer.name_or_path}: {e}") from None
+
+
 def load_tokenizer(path: str):
     """An HF fast tokenizer from a local folder (never the network)."""
     if not path:
@@ -107,15 +124,7 @@ class ExampleTokenizer:
         fast = self._fast_render()
         if fast is not None:
             return fast(messages, add_generation_prompt)
-        try:
-            return self.tokenizer.apply_chat_template(
-                messages,
-                tokenize=False,
-                add_generation_prompt=add_generation_prompt,
-                **CHAT_TEMPLATE_KWARGS,
-            )
-        except ValueError as e:  # transformers raises ValueError when there is no template
-            raise DataError(f"{self.tokenizer.name_or_path}: {e}") from None
+        return render_chat(self.tokenizer, messages, add_generation_prompt)
 
     def _fast_render(self):
         """The compiled template, rendered directly; None to use apply_chat_template.

@@ -89,10 +89,10 @@ def builtin_chat_text(messages: list[dict]) -> str:
 
 
 def chat_renderer(tokenizer) -> Callable[[list[dict]], str]:
-    """A renderer using an HF tokenizer's own chat template."""
-    return lambda messages: tokenizer.apply_chat_template(
-        messages, tokenize=False, add_generation_prompt=True
-    )
+    """A renderer using an HF tokenizer's own chat template, dated as in training."""
+    from kd_jax.data.tokenize import render_chat
+
+    return lambda messages: render_chat(tokenizer, messages, add_generation_prompt=True)
 
 
 def chat_prompt(record: dict, opts: PromptOptions) -> str:

@@ -54,10 +54,17 @@ def init_cache(model: Decoder, batch: int, max_len: int, dtype=None) -> dict:
     cfg = model.cfg
     shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
     dtype = dtype or cfg.jnp_dtype
+    # Under a rules table (shd.activation_sharding) the cache is split like the
+    # activations: rows over the batch axes, KV heads over the tensor axis.
+    kv_axes = ("act_batch", "act_heads", "act_len", None)
+
+    def zeros():
+        return constrain(jnp.zeros(shape, dtype), kv_axes)
+
     return dict(
-        k=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
-        v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
-        segment_ids=jnp.zeros((batch, max_len), jnp.int32),
+        k=tuple(zeros() for _ in range(cfg.num_layers)),
+        v=tuple(zeros() for _ in range(cfg.num_layers)),
+        segment_ids=constrain(jnp.zeros((batch, max_len), jnp.int32), ("act_batch", "act_len")),
         index=jnp.zeros((), jnp.int32),
     )
 

@@ -122,7 +122,17 @@ def _config_json(folder: Path) -> dict:
             f"{folder} has no config.json; point to an HF model folder (as written by "
             "save_pretrained)."
         )
-    return _read_json(cfg_file)
+    cfg = _read_json(cfg_file)
+    quant = cfg.get("quantization_config")
+    if quant:
+        method = quant.get("quant_method", "unknown") if isinstance(quant, dict) else quant
+        raise CheckpointError(
+            f"{cfg_file} declares quantized weights (quantization_config, {method}); kd_jax "
+            "reads float weights only: dequantize and save in bf16/f32 first "
+            "(transformers: from_pretrained(..., dtype=torch.bfloat16).dequantize()."
+            "save_pretrained(out))."
+        )
+    return cfg
 
 
 def _read_json(path: Path) -> dict:

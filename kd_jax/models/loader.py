@@ -157,15 +157,18 @@ def build(
 def load_trained(
     path: str | Path, *, mesh: Mesh | None = None, rules=None, which: str = "latest"
 ) -> tuple[Decoder, str]:
-    """(model, tokenizer folder) of a kd_jax run's student, or of an HF folder.
-
-    Without a mesh the model is replicated over this host's devices with the built-in
-    rules table; pass the config's mesh and rules to shard it as training does."""
-    if mesh is None:
-        mesh, rules = shd.make_mesh({"data": -1}), shd.DEFAULT_RULES
+    """(model, tokenizer folder) of a kd_jax run's student, or of an HF folder, loaded
+    straight into its shardings: on `mesh` with the `rules` table, by default the run's
+    own (config.json's `mesh` and `sharding_rules`); for an HF folder {"data": -1} and the
+    built-in rules."""
     if not is_run(path):
-        return hf_io.load(path, mesh=mesh, rules=rules), str(path)
+        mesh = mesh or shd.make_mesh({"data": -1})
+        return hf_io.load(path, mesh=mesh, rules=rules or shd.DEFAULT_RULES), str(path)
     run = read_run_config(path)
+    mesh = mesh or shd.make_mesh(dict(run.get("mesh", {"data": -1})))
+    if rules is None:
+        saved = run.get("sharding_rules")
+        rules = shd.rules_from(saved) if saved else shd.DEFAULT_RULES
     mc = ConfigDict(run.student.to_dict())
     mc.workdir, mc.checkpoint = str(path), which
     parts = build(

@@ -72,6 +72,25 @@ class RunParts:
     student: ModelParts
     teacher: ModelParts | None
 
+    @property
+    def context(self) -> dict:
+        """What the step reads and never updates: the student's frozen weights, the teacher."""
+        t = self.teacher
+        return {
+            "frozen": self.student.frozen,
+            "teacher": None if t is None else (t.trainable, t.frozen),
+        }
+
+    @property
+    def loss_kw(self) -> dict:
+        """The keyword arguments `step.train_step` / `loss_terms` take for this run's loss."""
+        return dict(
+            student=self.student,
+            teacher=self.teacher,
+            loss_cfg=loss_config(self.config),
+            chunk_size=self.config.kd.chunk_size,
+        )
+
 
 def setup(config: ConfigDict) -> RunParts:
     """Mesh, data pipeline, student and (for KD without a cache) teacher of a config."""

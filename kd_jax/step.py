@@ -67,12 +67,14 @@ def loss_terms(
     dropout_rng, loss_rng = jax.random.split(rng)
     h_s, w_s = _forward_hidden(student, params, frozen, batch, dropout_rng if train else None)
     h_t = w_t = None
-    teacher_topk = None
+    teacher_topk = teacher_sample = None
     if teacher is not None:
         h_t, w_t = _forward_hidden(teacher, *teacher_params, batch)
         h_t, w_t = jax.lax.stop_gradient(h_t), jax.lax.stop_gradient(w_t)
     elif "teacher_topk_values" in batch:  # offline top-k cache
         teacher_topk = (batch["teacher_topk_values"], batch["teacher_topk_indices"])
+    elif "teacher_sample_ids" in batch:  # offline sampled cache
+        teacher_sample = (batch["teacher_sample_ids"], batch["teacher_sample_counts"])
     return losses.chunked_kd_loss(
         h_s,
         w_s,
@@ -84,6 +86,7 @@ def loss_terms(
         cfg=loss_cfg,
         rng=loss_rng,
         teacher_topk=teacher_topk,
+        teacher_sample=teacher_sample,
     )
 
 

@@ -26,7 +26,6 @@ from kd_jax import step as step_lib
 from kd_jax.checkpoint import Checkpointer
 from kd_jax.config_checks import ConfigError, validate
 from kd_jax.data import DataConfig, builtin_paths, make_pipeline
-from kd_jax.data.packing import TOPK_KEYS
 from kd_jax.metrics_log import MetricsWriter, to_python
 from kd_jax.onpolicy import make_onpolicy_fn, use_onpolicy
 from kd_jax.optim import learning_rate_schedule, make_optimizer
@@ -118,6 +117,7 @@ def _attach_teacher_cache(config: ConfigDict, pipeline, student: ModelParts) -> 
             f"The teacher cache's vocabulary ({cache_vocab}) differs from the student's "
             f"({student.cfg.vocab_size}); set --config.kd.vocab_size to the tokenizer's size."
         )
+    cache.check_run(config)
     pipeline.teacher_cache = cache
 
 
@@ -232,7 +232,8 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
     optimizer = make_optimizer(config.optim, num_steps)
     rules = _rules(config)
     batch_sh = shd.batch_sharding(r.mesh, rules)
-    keys = step_lib.BATCH_KEYS + (TOPK_KEYS if config.kd.teacher_cache else ())
+    cache = r.pipeline.teacher_cache
+    keys = step_lib.BATCH_KEYS + (cache.keys if cache is not None else ())
     batch_shardings = {k: batch_sh for k in keys}
     param_shardings = jax.tree.map(lambda x: x.sharding, r.student.trainable)
     abstract = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer), r.student.trainable)

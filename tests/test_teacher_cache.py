@@ -85,7 +85,7 @@ def test_cache_for_another_teacher_or_tokenizer_is_refused(tiny_config, tmp_path
         train.setup(other_teacher)
 
     tok = tmp_path / "tok"
-    shutil.copytree(train.builtin.resolve("builtin:tokenizer"), tok)
+    shutil.copytree(train.builtin_paths.resolve("builtin:tokenizer"), tok)
     cfg_file = tok / "tokenizer_config.json"
     meta = json.loads(cfg_file.read_text())
     meta["model_max_length"] = 1234

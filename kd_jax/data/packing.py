@@ -24,11 +24,13 @@ import numpy as np
 ROW_KEYS = ("inputs", "targets", "loss_mask", "positions", "segment_ids")
 # Per-token [T, k] teacher signal from an offline cache (kd_jax.teacher_cache), if used.
 TOPK_KEYS = ("teacher_topk_values", "teacher_topk_indices")
+# Per-token [T, K] distinct ids and counts of K teacher draws (kd_jax.sampled_cache).
+SAMPLE_KEYS = ("teacher_sample_ids", "teacher_sample_counts")
 
 
 def batch_keys(row_or_batch: dict) -> tuple[str, ...]:
-    """The model-facing keys present: ROW_KEYS, plus TOPK_KEYS with a teacher cache."""
-    return ROW_KEYS + tuple(k for k in TOPK_KEYS if k in row_or_batch)
+    """The model-facing keys present: ROW_KEYS, plus a teacher cache's TOPK_ / SAMPLE_KEYS."""
+    return ROW_KEYS + tuple(k for k in TOPK_KEYS + SAMPLE_KEYS if k in row_or_batch)
 
 
 def pack(examples: grain.IterDataset, length: int, num_bins: int, seed: int) -> grain.IterDataset:
@@ -70,7 +72,7 @@ def pad_row(example: dict, length: int) -> dict:
     row["segment_ids"] = np.zeros(length, np.int32)
     row["segment_ids"][:n] = 1
     row["num_truncated"] = np.int32(example["truncated"])
-    for key in TOPK_KEYS:
+    for key in TOPK_KEYS + SAMPLE_KEYS:
         if key in example:
             v = example[key]
             row[key] = np.zeros((length, *v.shape[1:]), v.dtype)

@@ -21,11 +21,13 @@ import jax.numpy as jnp
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
+from kd_jax import cross_kd
 from kd_jax import sharding as shd
 from kd_jax import step as step_lib
 from kd_jax.checkpoint import Checkpointer
 from kd_jax.config_checks import ConfigError, validate
 from kd_jax.data import DataConfig, builtin_paths, make_pipeline
+from kd_jax.data.packing import ALIGN_KEYS, TEACHER_ROW_KEYS
 from kd_jax.metrics_log import MetricsWriter, to_python
 from kd_jax.onpolicy import make_onpolicy_fn, use_onpolicy
 from kd_jax.optim import learning_rate_schedule, make_optimizer
@@ -65,17 +67,21 @@ def setup(config: ConfigDict) -> Run:
     vocab = len(pipeline.tokenizer)
     common = dict(vocab_size=vocab, mesh=mesh, rules=rules, seed=config.seed)
     student = build_model(config.student, role="student", **common)
-    teacher = None
+    teacher, cross = None, {}
     if config.kd.teacher_cache:
         _attach_teacher_cache(config, pipeline, student)
     elif config.method == "kd":
+        if config.kd.cross_tokenizer != "off":  # the teacher reads its own tokenization
+            cross = cross_kd.attach(config, pipeline)
+            common = {**common, "vocab_size": cross.pop("teacher_vocab")}
         teacher = build_model(config.teacher, role="teacher", **common)
-    _check_vocab(config, vocab, student, teacher)
+    _check_vocab(config, vocab, student, None if cross else teacher)
     loss_kw = dict(
         student=student,
         teacher=teacher,
         loss_cfg=loss_config(config),
         chunk_size=config.kd.chunk_size,
+        **cross,
     )
     context = {
         "frozen": student.frozen,
@@ -178,14 +184,15 @@ def _rules(config: ConfigDict) -> tuple:
 
 
 def _eval_step(config: ConfigDict, r: Run, param_shardings, batch_sharding, rules):
-    """The validation-loss step. Validation batches carry no cached teacher top-k, so a
-    run that reads `kd.teacher_cache` reports validation CE only (eval_div = 0)."""
+    """The validation-loss step. Validation batches carry no cached teacher top-k (nor the
+    teacher's tokenization), so a run that reads `kd.teacher_cache` (or distils across
+    tokenizers) reports validation CE only (eval_div = 0)."""
     loss_kw = r.loss_kw
-    if config.kd.teacher_cache:
+    if config.kd.teacher_cache or config.kd.cross_tokenizer != "off":
         from kd_jax.losses import KDLossConfig
 
         sft = KDLossConfig(kind="fkl", alpha=0.0, reduction=config.kd.reduction)
-        loss_kw = {**loss_kw, "teacher": None, "loss_cfg": sft}
+        loss_kw = {**loss_kw, "teacher": None, "loss_cfg": sft, "cross_tokenizer": "off"}
     return step_lib.make_eval_step(
         param_shardings=param_shardings,
         batch_shardings={k: batch_sharding for k in step_lib.BATCH_KEYS},
@@ -234,6 +241,8 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
     batch_sh = shd.batch_sharding(r.mesh, rules)
     cache = r.pipeline.teacher_cache
     keys = step_lib.BATCH_KEYS + (cache.keys if cache is not None else ())
+    if config.kd.cross_tokenizer != "off":
+        keys += TEACHER_ROW_KEYS + ALIGN_KEYS
     batch_shardings = {k: batch_sh for k in keys}
     param_shardings = jax.tree.map(lambda x: x.sharding, r.student.trainable)
     abstract = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer), r.student.trainable)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from kd_jax import losses
+from kd_jax import losses, train
 from kd_jax.data import token_alignment as ta
 from kd_jax.losses import KDLossConfig
 from kd_jax.losses.cross_tokenizer import cross_tokenizer_terms
@@ -136,3 +136,93 @@ def test_hand_checked_two_tokenizer_example():
         cross_tokenizer_terms(jnp.asarray(s_logits), jnp.asarray(t_logits), jnp.asarray(targets),
                               jnp.asarray(mask), jnp.asarray(t_targets), align, cfg=CFG,
                               mode="aligned")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- data and step
+
+
+def _kd_config(tiny_config, mode, teacher_tokenizer):
+    c = tiny_config("kd")
+    c.data.packing = False
+    c.kd.cross_tokenizer = mode
+    c.kd.teacher_tokenizer = teacher_tokenizer
+    c.train.num_steps = 2
+    c.train.eval_every = 2
+    return c
+
+
+def test_second_builtin_tokenizer_splits_digits_in_pairs_and_groups_match_text(tiny_config):
+    from kd_jax.data import builtin_paths, load_tokenizer
+
+    a = load_tokenizer(builtin_paths.resolve("builtin:tokenizer"))
+    b = load_tokenizer(builtin_paths.resolve("builtin:tokenizer-b"))
+    assert (len(a), len(b)) == (587, 512)
+    assert a.tokenize(" 13") == ["▁1", "3"] and b.tokenize(" 13") == ["▁13"]
+
+    config = _kd_config(tiny_config, "aligned", "builtin:tokenizer-b")
+    config.data.max_length = 96  # room for both templates: neither side is cut
+    r = train.setup(config)
+    pair = r.pipeline.example_fn
+    covered = supervised = 0
+    for i in range(20):
+        ex = pair(r.pipeline.source[i])
+        s_tok = a.convert_ids_to_tokens(ex["inputs"].tolist())
+        t_tok = b.convert_ids_to_tokens(ex["teacher_inputs"].tolist())
+        for g in range(int(ex["xt_group_mask"].sum())):
+            s_pos = np.nonzero(ex["xt_s_group"] == g)[0] + 1  # tokens predicted there
+            t_pos = np.nonzero(ex["xt_t_group"] == g)[0] + 1
+            if ex["xt_group_text"][g]:  # the same text on both sides
+                # "▁" is a space, or only a word-start mark after the template's markup.
+                def text(toks, pos):
+                    return "".join(toks[k] for k in pos).replace("▁", " ").lstrip()
+
+                assert text(s_tok, s_pos) == text(t_tok, t_pos)
+            covered += len(s_pos)
+        supervised += int(ex["loss_mask"].sum())
+    assert covered == supervised  # every supervised student token is in a group
+
+
+def test_step_with_one_tokenizer_on_both_sides_equals_plain_kd(tiny_config):
+    from kd_jax import step as step_lib
+
+    r_x = train.setup(_kd_config(tiny_config, "aligned", "builtin:tokenizer"))
+    r_plain = train.setup(_kd_config(tiny_config, "off", ""))
+    batch = {k: jnp.asarray(v) for k, v in next(r_x.pipeline.train_iterator()).items()}
+    plain = {k: batch[k] for k in step_lib.BATCH_KEYS}
+
+    def loss(r, b):
+        def f(p):
+            terms = step_lib.loss_terms(p, r.student.frozen, r.context["teacher"], b,
+                                        jax.random.key(0), train=False, **r.loss_kw)  # fmt: skip
+            return terms["loss_sum"]
+
+        return jax.value_and_grad(f)(r.student.trainable)
+
+    v1, g1 = loss(r_x, batch)
+    v2, g2 = loss(r_plain, plain)
+    assert float(v2) > 0
+    np.testing.assert_allclose(float(v1), float(v2), rtol=1e-5)
+    for x, y in zip(jax.tree.leaves(g1), jax.tree.leaves(g2), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["aligned", "uld"])
+def test_cross_tokenizer_run_trains_with_the_second_tokenizer(tiny_config, tmp_path, mode):
+    config = _kd_config(tiny_config, mode, "builtin:tokenizer-b")
+    r = train.setup(config)
+    assert r.teacher.cfg.vocab_size == 512 and r.student.cfg.vocab_size != 512
+    final = train.run(config, tmp_path / mode)
+    assert final["status"] == "completed" and np.isfinite(final["loss"])
+    assert final["divergence"] > 0 and final["eval_ce"] > 0
+
+
+def test_cross_tokenizer_config_errors_are_one_line(tiny_config):
+    from kd_jax import cross_kd
+
+    bad = _kd_config(tiny_config, "aligned", "builtin:tokenizer-b")
+    bad.data.packing = True
+    with pytest.raises(ValueError, match="data.packing=False"):
+        cross_kd.check_config(bad)
+    bad = _kd_config(tiny_config, "gold", "builtin:tokenizer-b")
+    with pytest.raises(ValueError, match="is unknown"):
+        cross_kd.check_config(bad)

@@ -7,7 +7,8 @@ counted from the start of its assistant turn's content, or -1 for the template's
 (the end-of-turn token). Within a turn, content tokens are grouped into minimal spans that end
 at the same character on both sides (two pointers on the ends); a turn's markup tokens form one
 group whose text does not match (the loss compares it by ULD only). A tail that one side has and
-the other lacks (truncation) gets no group: those tokens keep their CE term.
+the other lacks (truncation) gets no group: those tokens keep their CE term. Markup groups
+that spell the same token strings on both sides count as matching text.
 
 `alignment_arrays` lays the groups out for kd_jax/losses/cross_tokenizer.py, padded to G
 groups; a group's first position is the position whose logits predict its first token (the
@@ -18,8 +19,14 @@ from __future__ import annotations
 
 import numpy as np
 
-ALIGN_KEYS = ("xt_s_first", "xt_t_first", "xt_group_mask", "xt_group_text", "xt_s_group",
-              "xt_t_group")  # fmt: skip
+ALIGN_KEYS = (
+    "xt_s_first",
+    "xt_t_first",
+    "xt_group_mask",
+    "xt_group_text",
+    "xt_s_group",
+    "xt_t_group",
+)
 
 
 def span_groups(s_ends: list[int], t_ends: list[int]) -> list[tuple[range, range]]:
@@ -42,10 +49,12 @@ def span_groups(s_ends: list[int], t_ends: list[int]) -> list[tuple[range, range
     return groups
 
 
-def group_tokens(s_tokens, t_tokens) -> list[tuple[list[int], list[int], bool]]:
+def group_tokens(s_tokens, t_tokens, same_markup=None) -> list[tuple[list[int], list[int], bool]]:
     """(student token indices, teacher token indices, text matches) per group, in order.
 
-    s_tokens, t_tokens: lists of (token index, turn, end) for the supervised tokens."""
+    s_tokens, t_tokens: lists of (token index, turn, end) for the supervised tokens;
+    `same_markup(s_indices, t_indices)` says whether two markup groups spell the same tokens
+    (then they count as matching text, e.g. one tokenizer on both sides)."""
     out = []
     turns = sorted({t for _, t, _ in s_tokens} & {t for _, t, _ in t_tokens})
     for turn in turns:
@@ -56,7 +65,7 @@ def group_tokens(s_tokens, t_tokens) -> list[tuple[list[int], list[int], bool]]:
             out.append(([s_text[k][0] for k in gs], [t_text[k][0] for k in gt], True))
         s_mark, t_mark = [i for i, e in s if e < 0], [i for i, e in t if e < 0]
         if s_mark and t_mark:
-            out.append((s_mark, t_mark, False))
+            out.append((s_mark, t_mark, bool(same_markup and same_markup(s_mark, t_mark))))
     return out
 
 

@@ -6,6 +6,13 @@ pipeline tokenize every record with both tokenizers (kd_jax/data/cross_tokenize.
 what the step needs; `loss_terms` is what step.loss_terms calls for such a run: the teacher
 scores its tokenization and the student its own, inside the same jitted step, and the loss
 compares them group by group.
+
+On-policy (`gkd.lambda_ > 0`): the student samples continuations of its prompts on device
+(kd_jax/onpolicy.py, student rows only); `onpolicy_batch` then decodes each sample to text,
+puts it in place of the record's last assistant turn and tokenizes that record again with
+both tokenizers (each side its own template), so the teacher and the student score the same
+sampled text in the usual step. The student side is the canonical re-tokenization of the
+decoded text, which may differ from the sampled ids where BPE allows two spellings.
 """
 
 from __future__ import annotations
@@ -36,10 +43,12 @@ def check_config(config: ConfigDict) -> None:
             "kd.cross_tokenizer needs method='kd' and the teacher's tokenizer folder in "
             "kd.teacher_tokenizer."
         )
-    if config.data.packing or kd.teacher_cache or config.gkd.lambda_ > 0:
+    if config.data.packing or kd.teacher_cache:
+        raise ValueError("kd.cross_tokenizer needs data.packing=False and no kd.teacher_cache.")
+    if config.gkd.lambda_ > 0 and jax.process_count() > 1:
         raise ValueError(
-            "kd.cross_tokenizer needs data.packing=False, no kd.teacher_cache and "
-            "gkd.lambda_=0 (on-policy cross-tokenizer batches are not built yet)."
+            "on-policy cross-tokenizer KD re-tokenizes samples on the host and runs on one "
+            "process only; set gkd.lambda_=0 or use one process."
         )
     if kd.divergence != "fkl" or kd.reduction != "token" or kd.teacher_top_k:
         raise ValueError(
@@ -69,6 +78,33 @@ def attach(config: ConfigDict, pipeline) -> dict:
         cross_tokenizer=config.kd.cross_tokenizer,
         shared=(np.asarray(s_ids), np.asarray(t_ids)),
     )
+
+
+def onpolicy_batch(sampled: dict, batch: dict, pipeline, sharding=None) -> dict:
+    """The cross-tokenizer batch of the student's samples (module docstring).
+
+    sampled: onpolicy_batch's student rows (ROW_KEYS); batch: the off-policy batch it came
+    from, whose `record_index` names each row's record in pipeline.source."""
+    from kd_jax.data.packing import pad_row, stack_rows
+
+    host = jax.device_get({k: sampled[k] for k in ("targets", "loss_mask")})
+    records = np.asarray(jax.device_get(batch["record_index"]))[:, 0]
+    pair, tok = pipeline.example_fn, pipeline.tokenizer
+    length = host["targets"].shape[1]
+    rows = []
+    for b, j in enumerate(records):
+        ids = host["targets"][b][host["loss_mask"][b] > 0].tolist()
+        text = tok.decode(ids, skip_special_tokens=True)
+        record = dict(pipeline.source[int(j)])
+        messages = [dict(m) for m in record["messages"]]
+        last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
+        messages[last]["content"] = text
+        example = pair({**record, "messages": messages[: last + 1]})
+        rows.append(pad_row({**example, "record_index": np.int32(j)}, length))
+    out = {k: v for k, v in stack_rows(rows).items() if k != "num_truncated"}
+    if sharding is None:
+        return out
+    return {k: jax.device_put(v, sharding) for k, v in out.items()}
 
 
 def _logits(parts, trainable, frozen, inputs, positions, segment_ids, dropout_rng=None):

@@ -283,7 +283,11 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         **r.loss_kw,
     )
     eval_step = _eval_step(config, r, param_shardings, batch_sh, rules)
-    onpolicy_fn = make_onpolicy(config, r, batch_shardings)
+    cross = config.kd.cross_tokenizer != "off"
+    # Cross-tokenizer runs sample student rows, then re-tokenize them on the host.
+    onpolicy_fn = make_onpolicy(
+        config, r, {k: batch_sh for k in step_lib.BATCH_KEYS} if cross else batch_shardings
+    )
     gkd_key = jax.random.key(config.seed + 1)
     val_batches = r.pipeline.validation_batches() if tc.eval_every else []
     writer = MetricsWriter(workdir, resume_step=start)
@@ -303,8 +307,10 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
             batch = next(iterator)
             onpolicy = use_onpolicy(config.gkd.lambda_, config.seed, step)
             if onpolicy:
-                batch = onpolicy_fn(state["params"], r.context["frozen"], batch,
-                                    jax.random.fold_in(gkd_key, step))  # fmt: skip
+                sampled = onpolicy_fn(state["params"], r.context["frozen"], batch,
+                                      jax.random.fold_in(gkd_key, step))  # fmt: skip
+                batch = cross_kd.onpolicy_batch(sampled, batch, r.pipeline, batch_sh) if cross \
+                    else sampled  # fmt: skip
             state, metrics = train_step(state, batch, rng, r.context)
             metrics = {**metrics, "onpolicy": int(onpolicy)}
             row = {}

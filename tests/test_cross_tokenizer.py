@@ -226,3 +226,24 @@ def test_cross_tokenizer_config_errors_are_one_line(tiny_config):
     bad = _kd_config(tiny_config, "gold", "builtin:tokenizer-b")
     with pytest.raises(ValueError, match="is unknown"):
         cross_kd.check_config(bad)
+
+
+def test_onpolicy_rows_are_re_rendered_for_both_tokenizers_and_train(tiny_config, tmp_path):
+    from kd_jax import cross_kd
+
+    config = _kd_config(tiny_config, "aligned", "builtin:tokenizer-b")
+    config.data.max_length = 96
+    r = train.setup(config)
+    batch = next(r.pipeline.train_iterator())
+    # "Samples" equal to the dataset's own responses: decoding them and tokenizing the record
+    # again with both tokenizers must give back the off-policy batch exactly.
+    again = cross_kd.onpolicy_batch(batch, batch, r.pipeline)
+    assert set(again) == set(batch)
+    for k in batch:
+        np.testing.assert_array_equal(np.asarray(again[k]), np.asarray(batch[k]), err_msg=k)
+
+    config.gkd.lambda_, config.gkd.max_new_tokens = 1.0, 8
+    config.data.train_on_inputs = False
+    final = train.run(config, tmp_path / "onpolicy")
+    assert final["status"] == "completed" and final["onpolicy"] == 1
+    assert np.isfinite(final["loss"]) and final["divergence"] > 0

@@ -56,7 +56,12 @@ def _supervised_tokens(side: ExampleTokenizer, messages: list[dict]):
 
 
 class PairTokenizer:
-    """Callable chat record -> student example + teacher tokens + alignment arrays."""
+    """Callable chat record -> student example + teacher tokens + alignment arrays.
+
+    `keeps_record_index`: the pipeline adds each example's source index (`record_index`), so
+    that on-policy batches can re-render their records (kd_jax/cross_kd.py)."""
+
+    keeps_record_index = True
 
     def __init__(self, student: ExampleTokenizer, teacher: ExampleTokenizer):
         if student.train_on_inputs or teacher.train_on_inputs:

@@ -30,7 +30,15 @@ TOPK_KEYS = ("teacher_topk_values", "teacher_topk_indices")
 SAMPLE_KEYS = ("teacher_sample_ids", "teacher_sample_counts")
 # Cross-tokenizer KD (kd_jax.data.cross_tokenize): the teacher's own tokens [T] and the
 # alignment of the two tokenizations (kd_jax.data.token_alignment.ALIGN_KEYS).
-TEACHER_ROW_KEYS = ("teacher_inputs", "teacher_targets", "teacher_positions", "teacher_segment_ids")
+# record_index [B, 1] names each row's source record (on-policy rows re-render it); [B, 1]
+# rather than [B] so that the batch sharding (rank 2) lays it out like every other key.
+TEACHER_ROW_KEYS = (
+    "teacher_inputs",
+    "teacher_targets",
+    "teacher_positions",
+    "teacher_segment_ids",
+    "record_index",
+)
 EXTRA_KEYS = TOPK_KEYS + SAMPLE_KEYS + TEACHER_ROW_KEYS + ALIGN_KEYS
 
 
@@ -94,6 +102,8 @@ def pad_row(example: dict, length: int) -> dict:
         row["teacher_segment_ids"] = (np.arange(length) < n_t).astype(np.int32)
         for key in ALIGN_KEYS:  # already laid out at `length`
             row[key] = example[key]
+    if "record_index" in example:
+        row["record_index"] = np.full(1, example["record_index"], np.int32)
     return row
 
 

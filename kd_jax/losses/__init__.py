@@ -3,7 +3,8 @@
 Owns every number the train step minimises. Pure jax.numpy; everything is computed in float32
 whatever the input dtype. Files: divergences.py (token_divergence, cross_entropy),
 teacher.py (noise, top-k, vocab alignment), kd.py (KDLossConfig, reductions, the dense
-reference), chunked.py (the memory-bounded loss the step calls).
+reference), chunked.py (the memory-bounded loss the step calls), cross_tokenizer.py (KD between
+models with different tokenizers: "aligned" and "uld", dense; see its docstring).
 
 Divergences (`token_divergence`, per token, unreduced), with p_T = softmax(teacher / tau) and
 p_S = softmax(student / tau):

@@ -88,6 +88,12 @@ def get_config() -> ConfigDict:
             # running the teacher (needs data.packing=False; the teacher section still
             # names the teacher, to check that the cache belongs to it).
             teacher_cache="",
+            # Distilling across tokenizers: "off" (one tokenizer, token-level KD), "aligned"
+            # (text-aligned spans, shared-vocabulary KL, ULD for the rest) or "uld" (sorted
+            # probabilities, no vocabulary mapping); needs data.packing=False and
+            # teacher_tokenizer, the teacher's own HF tokenizer folder (e.g. builtin:tokenizer-b).
+            cross_tokenizer="off",
+            teacher_tokenizer="",
         )
     )
 

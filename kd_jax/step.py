@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from kd_jax import losses
+from kd_jax import cross_kd, losses
 from kd_jax import sharding as shd
 from kd_jax.models.parts import ModelParts
 
@@ -60,17 +60,25 @@ def loss_terms(
     loss_cfg: losses.KDLossConfig,
     chunk_size: int,
     train: bool = True,
+    cross_tokenizer: str = "off",  # "uld" | "aligned": teacher and student tokenize apart
+    shared: tuple | None = None,  # the shared vocabulary, for "aligned"
 ) -> dict:
     """Loss sums of one (micro-)batch: {loss_sum, div_sum, ce_sum, num_tokens, ...}."""
+    if cross_tokenizer != "off":
+        return cross_kd.loss_terms(params, frozen, teacher_params, batch, rng, student=student,
+                                   teacher=teacher, loss_cfg=loss_cfg, train=train,
+                                   cross_tokenizer=cross_tokenizer, shared=shared)  # fmt: skip
     dropout_rng, loss_rng = jax.random.split(rng)
     h_s, w_s = _forward_hidden(student, params, frozen, batch, dropout_rng if train else None)
     h_t = w_t = None
-    teacher_topk = None
+    teacher_topk = teacher_sample = None
     if teacher is not None:
         h_t, w_t = _forward_hidden(teacher, *teacher_params, batch)
         h_t, w_t = jax.lax.stop_gradient(h_t), jax.lax.stop_gradient(w_t)
     elif "teacher_topk_values" in batch:  # offline top-k cache
         teacher_topk = (batch["teacher_topk_values"], batch["teacher_topk_indices"])
+    elif "teacher_sample_ids" in batch:  # offline sampled cache
+        teacher_sample = (batch["teacher_sample_ids"], batch["teacher_sample_counts"])
     return losses.chunked_kd_loss(
         h_s,
         w_s,
@@ -82,6 +90,7 @@ def loss_terms(
         cfg=loss_cfg,
         rng=loss_rng,
         teacher_topk=teacher_topk,
+        teacher_sample=teacher_sample,
     )
 
 

@@ -21,10 +21,11 @@ import optax
 from jax.sharding import Mesh
 from ml_collections import ConfigDict
 
+from kd_jax import cross_kd
 from kd_jax import sharding as shd
 from kd_jax import step as step_lib
 from kd_jax.data import DataConfig, builtin_paths, make_pipeline
-from kd_jax.data.packing import batch_spec
+from kd_jax.data.packing import ALIGN_KEYS, ROW_KEYS, TEACHER_ROW_KEYS, TOPK_KEYS, batch_spec
 from kd_jax.errors import ConfigError
 from kd_jax.losses import KDLossConfig
 from kd_jax.models import loader, vocab_alignment
@@ -32,6 +33,7 @@ from kd_jax.models.parts import ModelParts
 from kd_jax.onpolicy import make_onpolicy_fn
 from kd_jax.optim import learning_rate_schedule, make_optimizer
 from kd_jax.sampling import SamplingConfig
+from kd_jax.teacher_cache import TeacherCache, cache_key
 
 log = logging.getLogger("kd_jax.step_builder")
 
@@ -71,6 +73,7 @@ class RunParts:
     pipeline: object  # kd_jax.data.DataPipeline
     student: ModelParts
     teacher: ModelParts | None
+    cross: dict = dataclasses.field(default_factory=dict)  # cross-tokenizer loss arguments
 
     @property
     def context(self) -> dict:
@@ -89,11 +92,14 @@ class RunParts:
             teacher=self.teacher,
             loss_cfg=loss_config(self.config),
             chunk_size=self.config.kd.chunk_size,
+            **self.cross,
         )
 
 
 def setup(config: ConfigDict) -> RunParts:
-    """Mesh, data pipeline, student and (for KD without a cache) teacher of a config."""
+    """Mesh, data pipeline, student and teacher of a config. KD from `kd.teacher_cache`
+    reads the teacher's signal from the cache (attached to the pipeline) instead of running
+    a teacher; cross-tokenizer KD gives the teacher its own tokenization (kd_jax.cross_kd)."""
     shd.initialize_distributed()
     rules = rules_of(config)
     mesh = shd.make_mesh(dict(config.mesh))
@@ -106,11 +112,28 @@ def setup(config: ConfigDict) -> RunParts:
     vocab = len(pipeline.tokenizer)
     common = dict(vocab_size=vocab, mesh=mesh, rules=rules, seed=config.seed)
     student = loader.build(config.student, role="student", **common)
-    teacher = None
-    if config.method == "kd" and not config.kd.teacher_cache:
+    teacher, cross = None, {}
+    if config.kd.teacher_cache:
+        _attach_teacher_cache(config, pipeline, student)
+    elif config.method == "kd":
+        if config.kd.cross_tokenizer != "off":  # the teacher reads its own tokenization
+            cross = cross_kd.attach(config, pipeline)
+            common = {**common, "vocab_size": cross.pop("teacher_vocab")}
         teacher = loader.build(config.teacher, role="teacher", **common)
-    check_vocab(config, vocab, student, teacher)
-    return RunParts(config, mesh, rules, pipeline, student, teacher)
+    check_vocab(config, vocab, student, None if cross else teacher)
+    return RunParts(config, mesh, rules, pipeline, student, teacher, cross)
+
+
+def _attach_teacher_cache(config: ConfigDict, pipeline, student: ModelParts) -> None:
+    """The pipeline adds the cached teacher signal to every example."""
+    cache = TeacherCache(
+        builtin_paths.resolve(config.kd.teacher_cache), cache_key(config, pipeline)
+    )
+    cache_vocab = cache.meta["vocab_size"]
+    if cache_vocab != student.cfg.vocab_size and not config.kd.vocab_size:
+        align_vocab(config, len(pipeline.tokenizer), student.cfg.vocab_size, cache_vocab, "")
+    cache.check_run(config)
+    pipeline.teacher_cache = cache
 
 
 def check_vocab(config: ConfigDict, tokenizer_vocab: int, student, teacher) -> None:
@@ -173,10 +196,25 @@ def abstract_batch(config: ConfigDict, mesh: Mesh, rules, topk: int = 0) -> dict
     return out
 
 
-def batch_shardings(config: ConfigDict, mesh: Mesh, rules) -> dict:
-    """{key: NamedSharding} of the batches a run's pipeline yields."""
-    topk = 1 if config.kd.teacher_cache else 0  # k does not change the sharding
-    return {k: v.sharding for k, v in abstract_batch(config, mesh, rules, topk).items()}
+def batch_keys(config: ConfigDict, pipeline=None) -> tuple[str, ...]:
+    """The keys of a run's batches: the rows, plus a teacher cache's signal (top-k, or
+    sampled ids and counts) or cross-tokenizer KD's teacher rows and alignment."""
+    keys = ROW_KEYS
+    cache = getattr(pipeline, "teacher_cache", None)
+    if cache is not None:
+        keys += cache.keys
+    elif config.kd.teacher_cache:
+        keys += TOPK_KEYS
+    if config.kd.cross_tokenizer != "off":
+        keys += TEACHER_ROW_KEYS + ALIGN_KEYS
+    return keys
+
+
+def batch_shardings(config: ConfigDict, mesh: Mesh, rules, pipeline=None) -> dict:
+    """{key: NamedSharding} of the batches a run's pipeline yields: rows split over the
+    batch axes, whatever else an array's shape is."""
+    rows = shd.batch_sharding(mesh, rules)
+    return {k: rows for k in batch_keys(config, pipeline)}
 
 
 @dataclasses.dataclass
@@ -208,8 +246,10 @@ def build_program(
     student: ModelParts,
     teacher: ModelParts | None,
     batch_shardings: dict,
+    cross: dict | None = None,
 ) -> TrainProgram:
-    """The train and eval steps of `config` for these (real or abstract) models."""
+    """The train and eval steps of `config` for these (real or abstract) models; `cross`
+    holds cross-tokenizer KD's loss arguments (RunParts.cross)."""
     num_steps = config.train.num_steps
     optimizer = make_optimizer(config.optim, num_steps)
     schedule = learning_rate_schedule(config.optim, num_steps)
@@ -227,6 +267,7 @@ def build_program(
         teacher=teacher,
         loss_cfg=loss_config(config),
         chunk_size=config.kd.chunk_size,
+        **(cross or {}),
     )
     train_step = step_lib.make_train_step(
         state_shardings=state_sh,
@@ -238,13 +279,15 @@ def build_program(
         rules=rules,
         **loss_kw,
     )
-    # Validation batches carry no cached teacher top-k, so a run that reads
-    # `kd.teacher_cache` reports validation CE only (eval_div = 0).
+    # Validation batches carry no cached teacher signal (nor the teacher's tokenization),
+    # so a run from a cache, or across tokenizers, reports validation CE only (eval_div 0).
     eval_kw = loss_kw
-    if config.kd.teacher_cache:
+    if config.kd.teacher_cache or config.kd.cross_tokenizer != "off":
         sft = KDLossConfig(kind="fkl", alpha=0.0, reduction=config.kd.reduction)
         eval_kw = {**loss_kw, "teacher": None, "loss_cfg": sft}
-    rows = {k: v for k, v in batch_shardings.items() if not k.startswith("teacher_topk")}
+        if cross:
+            eval_kw["cross_tokenizer"] = "off"
+    rows = {k: v for k, v in batch_shardings.items() if k in ROW_KEYS}
     eval_step = step_lib.make_eval_step(
         param_shardings=_shardings_of(student.trainable),
         batch_shardings=rows,
@@ -267,4 +310,6 @@ def build_onpolicy(config: ConfigDict, parts: RunParts, batch_shardings: dict):
         top_k=g.top_k,
         top_p=g.top_p,
     )
+    if parts.cross:  # the student samples its own rows; the host tokenizes them again
+        batch_shardings = {k: v for k, v in batch_shardings.items() if k in ROW_KEYS}
     return make_onpolicy_fn(parts.student, cfg, batch_shardings, rules=parts.rules)

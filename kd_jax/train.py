@@ -26,30 +26,17 @@ import jax.numpy as jnp
 from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
+from kd_jax import cross_kd
 from kd_jax import step_builder as build
 from kd_jax.checkpoint import Checkpointer
 from kd_jax.config_checks import validate
-from kd_jax.data import builtin_paths
 from kd_jax.metrics_log import MetricsWriter, check_tracker, to_python
 from kd_jax.onpolicy import use_onpolicy
 from kd_jax.preemption import PreemptionWatch
-from kd_jax.step_builder import RunParts, setup
+from kd_jax.step_builder import setup
 from kd_jax.step_clock import StepClock, step_model_flops
 
 log = logging.getLogger("kd_jax.train")
-
-
-def _attach_teacher_cache(config: ConfigDict, parts: RunParts) -> None:
-    """Training reads the teacher's top-k from `kd.teacher_cache` instead of running it."""
-    from kd_jax.teacher_cache import TeacherCache, cache_key
-
-    pipeline, student = parts.pipeline, parts.student
-    path = builtin_paths.resolve(config.kd.teacher_cache)
-    cache = TeacherCache(path, cache_key(config, pipeline))
-    cache_vocab = cache.meta["vocab_size"]
-    if cache_vocab != student.cfg.vocab_size and not config.kd.vocab_size:
-        build.align_vocab(config, len(pipeline.tokenizer), student.cfg.vocab_size, cache_vocab, "")
-    pipeline.teacher_cache = cache
 
 
 def evaluate_loss(eval_step, params, batches, context, limit: int = 0) -> dict:
@@ -73,11 +60,9 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
     check_tracker(config.train.get("wandb"))
     workdir = Path(workdir)
     r = setup(config)
-    if config.kd.teacher_cache:
-        _attach_teacher_cache(config, r)
     tc = config.train
     num_steps = tc.num_steps
-    batch_shardings = build.batch_shardings(config, r.mesh, r.rules)
+    batch_shardings = build.batch_shardings(config, r.mesh, r.rules, r.pipeline)
     program = build.build_program(
         config,
         mesh=r.mesh,
@@ -85,6 +70,7 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         student=r.student,
         teacher=r.teacher,
         batch_shardings=batch_shardings,
+        cross=r.cross,
     )
     context = program.context
 
@@ -149,9 +135,13 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
             if onpolicy:
                 jax.block_until_ready(state["params"])
                 t0 = time.perf_counter()
-                batch = onpolicy_fn(state["params"], context["frozen"], batch,
-                                    jax.random.fold_in(gkd_key, step))  # fmt: skip
-                jax.block_until_ready(batch)
+                sampled = onpolicy_fn(
+                    state["params"], context["frozen"], batch, jax.random.fold_in(gkd_key, step)
+                )
+                if r.cross:  # the samples, tokenized again by both tokenizers on the host
+                    rows = batch_shardings["inputs"]
+                    sampled = cross_kd.onpolicy_batch(sampled, batch, r.pipeline, rows)
+                batch = jax.block_until_ready(sampled)
                 clock.sampled(time.perf_counter() - t0)
             state, metrics = train_step(state, batch, rng, context)
             metrics = {**metrics, "onpolicy": int(onpolicy)}

@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from kd_jax import teacher_cache as tc
+from kd_jax import teacher_cache_job as tc_job
 from kd_jax import train
 from tests.test_multiprocess import ROOT, _env
 
@@ -65,7 +66,7 @@ def test_sharded_cache_equals_one_device(builtin_dir, tmp_path):
     for x in sharded:
         shard = x.sharding.shard_shape(x.shape)
         assert math.prod(x.shape) // math.prod(shard) in (2, 4, 8), (x.shape, shard)
-    got = tc.build(config, tmp_path / "sharded", k=K, value_dtype="float32", shard_size=128,
+    got = tc_job.build(config, tmp_path / "sharded", k=K, value_dtype="float32", shard_size=128,
                    progress=False)  # fmt: skip
 
     flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]

@@ -10,6 +10,7 @@ import pytest
 
 from kd_jax import step as step_lib
 from kd_jax import teacher_cache as tc
+from kd_jax import teacher_cache_job as tc_job
 from kd_jax import train
 from kd_jax.data import builtin_paths
 from kd_jax.data.packing import TOPK_KEYS
@@ -36,7 +37,7 @@ def _config(tiny_config):
 
 def test_cache_matches_online_top_k_kd_and_trains(tiny_config, tmp_path):
     config = _config(tiny_config)
-    out = tc.build(config, tmp_path / "cache", k=K, value_dtype="float32", shard_size=128,
+    out = tc_job.build(config, tmp_path / "cache", k=K, value_dtype="float32", shard_size=128,
                    progress=False)  # fmt: skip
     cache = tc.TeacherCache(out)
     bits = cache.bits
@@ -78,7 +79,7 @@ def functools_partial(f, r):
 
 def test_cache_for_another_teacher_or_tokenizer_is_refused(tiny_config, tmp_path):
     config = _config(tiny_config)
-    out = tc.build(config, tmp_path / "cache", k=K, shard_size=512, progress=False)
+    out = tc_job.build(config, tmp_path / "cache", k=K, shard_size=512, progress=False)
     other_teacher = config.copy_and_resolve_references()
     other_teacher.teacher.preset = "tiny-student-l"
     other_teacher.kd.teacher_cache = str(out)
@@ -100,7 +101,7 @@ def test_cache_for_another_teacher_or_tokenizer_is_refused(tiny_config, tmp_path
 
 def test_interrupted_job_resumes_without_redoing_shards(tiny_config, tmp_path):
     config = _config(tiny_config)
-    out = tc.build(config, tmp_path / "cache", k=K, shard_size=128, progress=False)
+    out = tc_job.build(config, tmp_path / "cache", k=K, shard_size=128, progress=False)
     shards = sorted(p for p in os.listdir(out) if p.startswith("shard-"))
     assert len(shards) == 3
     shutil.rmtree(out / shards[-1])  # as if killed while writing the last shard
@@ -110,7 +111,7 @@ def test_interrupted_job_resumes_without_redoing_shards(tiny_config, tmp_path):
     with pytest.raises(tc.CacheError, match="incomplete"):
         tc.TeacherCache(out)
     before = {s: os.stat(out / s / "values.npy").st_mtime_ns for s in shards[:-1]}
-    tc.build(config, out, k=K, shard_size=128, progress=False)
+    tc_job.build(config, out, k=K, shard_size=128, progress=False)
     after = {s: os.stat(out / s / "values.npy").st_mtime_ns for s in shards[:-1]}
     assert before == after and (out / shards[-1]).exists()
     assert tc.TeacherCache(out).meta["num_tokens"] == meta["num_tokens"]

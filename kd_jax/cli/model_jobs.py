@@ -99,12 +99,14 @@ def _score_file(a: argparse.Namespace) -> int:
 
 
 def cmd_cache_teacher(argv: list[str]) -> int:
-    from kd_jax.teacher_cache import TeacherCache, build
+    from kd_jax.teacher_cache import MODES, summary
+    from kd_jax.teacher_cache_job import build
 
     config, rest = config_and_rest(argv)
     p = argparse.ArgumentParser(prog="kd-jax cache-teacher")
     p.add_argument("--out", required=True)
     p.add_argument("--k", type=int, default=64)
+    p.add_argument("--mode", default="topk", choices=MODES, help="top-k, or K teacher draws")
     p.add_argument("--value-dtype", default="float16", choices=("float16", "float32"))
     p.add_argument("--shard-size", type=int, default=4096)
     p.add_argument("--batch-size", type=int, default=16)
@@ -116,10 +118,9 @@ def cmd_cache_teacher(argv: list[str]) -> int:
         value_dtype=a.value_dtype,
         shard_size=a.shard_size,
         batch_size=a.batch_size,
+        mode=a.mode,
     )
-    reader = TeacherCache(cache)
-    row = {"out": str(cache), "tokens": reader.meta["num_tokens"]}
-    print(json.dumps({**row, "bytes_per_token": round(reader.bytes_per_token(), 1)}))
+    print(json.dumps(summary(cache)))
     return 0
 
 

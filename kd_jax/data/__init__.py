@@ -3,7 +3,9 @@
 Modules: sources (files, validation, DataError), templates (Alpaca prompts), tokenize
 (chat template masks), packing (rows, batches, stats), subsets (nested sizes,
 validation split), pipeline (grain), tfds_source (ArrayRecord via TFDS), builtin
-(synthetic tasks), tokenizer (built-in tokenizer). The names below are the public API.
+(synthetic tasks), tokenizer (built-in tokenizer), token_alignment (span groups of two
+tokenizations), cross_tokenize (records tokenized by the student's and the teacher's
+tokenizers, for cross-tokenizer KD). The names below are the public API.
 """
 
 from kd_jax.data.builtin_paths import write_builtin_data

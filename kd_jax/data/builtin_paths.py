@@ -1,7 +1,8 @@
 """`builtin:` paths: the built-in data and tokenizer, generated once and cached on disk.
 
 Configs for CPU runs name `data.train = "builtin:chat/arith/train"` and
-`data.tokenizer = "builtin:tokenizer"`; these resolve to files under
+`data.tokenizer = "builtin:tokenizer"` (`builtin:tokenizer-b`: the second built-in tokenizer,
+another vocabulary for cross-tokenizer KD); these resolve to files under
 $KD_JAX_BUILTIN_DIR (default ~/.cache/kd_jax/builtin-v1), which the first use writes
 (about 10 s; written to a temporary folder and renamed, so concurrent runs are safe).
 `write_builtin_data` writes the task files (kd_jax.data.synthetic_tasks) to any folder.
@@ -48,6 +49,24 @@ def ensure() -> Path:
     return target
 
 
+def _ensure_tokenizer_b(base: Path) -> Path:
+    """The second tokenizer, built on first use (folders made before it existed lack it)."""
+    target = base / "tokenizer-b"
+    if (target / "tokenizer.json").exists():
+        return target
+    tmp = Path(tempfile.mkdtemp(prefix=".tokenizer-b-", dir=base))
+    try:
+        build_tokenizer(str(tmp), seed=0, variant="b")
+        try:
+            tmp.rename(target)
+        except OSError:  # another process finished first
+            if not (target / "tokenizer.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
 def resolve(path: str) -> str:
     """`builtin:chat/arith/train` -> .../data/chat/arith/train.jsonl; others unchanged.
 
@@ -64,6 +83,8 @@ def resolve(path: str) -> str:
         base = ensure()
         if name == "tokenizer":
             parts.append(str(base / "tokenizer"))
+        elif name == "tokenizer-b":
+            parts.append(str(_ensure_tokenizer_b(base)))
         else:
             file = base / "data" / (name if name.endswith(".jsonl") else name + ".jsonl")
             if not file.exists():

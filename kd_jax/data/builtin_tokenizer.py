@@ -16,6 +16,11 @@ Design choices:
     tokens, so masks are easy to check by eye. `<|end|>` ends a turn and is also the
     tokenizer's `eos_token`, as in instruction-tuned Llama 3 and Qwen2.5, so sampling
     stops after the answer; `</s>` marks the end of a document.
+
+Variant "b" (`builtin:tokenizer-b`, for cross-tokenizer KD): another vocabulary for the same
+text. Digits pair up ("▁13" is one token, "▁123" is "▁12" "3"), the vocabulary is smaller
+(512), and the chat template is ChatML-like: "<s><|im_start|>user\n...<|im_end|>..." with
+`<|im_end|>` as eos. Words both BPEs learnt are the same strings in both vocabularies.
 """
 
 from __future__ import annotations
@@ -68,11 +73,37 @@ def _corpus(seed: int, per_family: int) -> list[str]:
     return texts
 
 
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+SPECIAL_TOKENS_B = [PAD, BOS, EOD, UNK, IM_START, IM_END]
+CHAT_TEMPLATE_B = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+# Pieces as below, but with up to two digits per piece.
+_PIECES = {"a": r"▁?[0-9]|▁?[^▁\s0-9]+|▁|\s", "b": r"▁?[0-9]{1,2}|▁?[^▁\s0-9]+|▁|\s"}
+
+
 def build_tokenizer(
-    out_dir: str, *, vocab_size: int = 640, seed: int = 0, per_family: int = 2000
+    out_dir: str,
+    *,
+    vocab_size: int | None = None,
+    seed: int = 0,
+    per_family: int = 2000,
+    variant: str = "a",
 ) -> str:
-    """Trains the built-in BPE tokenizer and writes an HF tokenizer folder; returns out_dir."""
+    """Trains the built-in BPE tokenizer (variant "a", or "b": see the module docstring) and
+    writes an HF tokenizer folder; returns out_dir."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    if variant not in _PIECES:
+        raise ValueError(f"Unknown built-in tokenizer variant {variant!r}; use 'a' or 'b'.")
+    vocab_size = vocab_size or (640 if variant == "a" else 512)
+    specials = SPECIAL_TOKENS if variant == "a" else SPECIAL_TOKENS_B
+    eos = END_OF_TURN if variant == "a" else IM_END
+    extra = [t for t in specials if t not in (PAD, BOS, UNK)]
 
     tok = Tokenizer(models.BPE(unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
@@ -80,12 +111,12 @@ def build_tokenizer(
             pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=False),
             # Pieces: a digit ("▁13" -> "▁1", "3": digits never merge, the first keeps the
             # word marker), a word with its marker, a lone marker, or one other space char.
-            pre_tokenizers.Split(Regex(r"▁?[0-9]|▁?[^▁\s0-9]+|▁|\s"), behavior="isolated"),
+            pre_tokenizers.Split(Regex(_PIECES[variant]), behavior="isolated"),
         ]
     )
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always", split=True)
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS, show_progress=False
+        vocab_size=vocab_size, min_frequency=2, special_tokens=specials, show_progress=False
     )
     tok.train_from_iterator(_corpus(seed, per_family), trainer=trainer)
     bos_id = tok.token_to_id(BOS)
@@ -95,12 +126,12 @@ def build_tokenizer(
 
     os.makedirs(out_dir, exist_ok=True)
     tok.save(os.path.join(out_dir, "tokenizer.json"))
-    special = {"bos_token": BOS, "eos_token": END_OF_TURN, "pad_token": PAD, "unk_token": UNK}
+    special = {"bos_token": BOS, "eos_token": eos, "pad_token": PAD, "unk_token": UNK}
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         **special,
-        "additional_special_tokens": [EOD, SYSTEM, USER, ASSISTANT],
-        "chat_template": CHAT_TEMPLATE,
+        "additional_special_tokens": [t for t in extra if t != eos],
+        "chat_template": CHAT_TEMPLATE if variant == "a" else CHAT_TEMPLATE_B,
         "model_max_length": 4096,
         "clean_up_tokenization_spaces": False,
         "padding_side": "right",
@@ -108,13 +139,13 @@ def build_tokenizer(
     _write_json(os.path.join(out_dir, "tokenizer_config.json"), config)
     _write_json(
         os.path.join(out_dir, "special_tokens_map.json"),
-        {**special, "additional_special_tokens": [EOD, SYSTEM, USER, ASSISTANT]},
+        {**special, "additional_special_tokens": [t for t in extra if t != eos]},
     )
     _write_json(
         os.path.join(out_dir, "generation_config.json"),
         {
             "bos_token_id": bos_id,
-            "eos_token_id": [tok.token_to_id(END_OF_TURN), tok.token_to_id(EOD)],
+            "eos_token_id": [tok.token_to_id(eos), tok.token_to_id(EOD)],
             "pad_token_id": tok.token_to_id(PAD),
         },
     )

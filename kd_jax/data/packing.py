@@ -21,9 +21,25 @@ import dataclasses
 import grain
 import numpy as np
 
+from kd_jax.data.token_alignment import ALIGN_KEYS
+
 ROW_KEYS = ("inputs", "targets", "loss_mask", "positions", "segment_ids")
 # Per-token [T, k] teacher signal from an offline cache (kd_jax.teacher_cache), if used.
 TOPK_KEYS = ("teacher_topk_values", "teacher_topk_indices")
+# Per-token [T, K] distinct ids and counts of K teacher draws (kd_jax.sampled_cache).
+SAMPLE_KEYS = ("teacher_sample_ids", "teacher_sample_counts")
+# Cross-tokenizer KD (kd_jax.data.cross_tokenize): the teacher's own tokens [T] and the
+# alignment of the two tokenizations (kd_jax.data.token_alignment.ALIGN_KEYS).
+# record_index [B, 1] names each row's source record (on-policy rows re-render it); [B, 1]
+# rather than [B] so that the batch sharding (rank 2) lays it out like every other key.
+TEACHER_ROW_KEYS = (
+    "teacher_inputs",
+    "teacher_targets",
+    "teacher_positions",
+    "teacher_segment_ids",
+    "record_index",
+)
+EXTRA_KEYS = TOPK_KEYS + SAMPLE_KEYS + TEACHER_ROW_KEYS + ALIGN_KEYS
 
 
 def batch_spec(batch_size: int, length: int, topk: int = 0) -> dict:
@@ -38,8 +54,9 @@ def batch_spec(batch_size: int, length: int, topk: int = 0) -> dict:
 
 
 def batch_keys(row_or_batch: dict) -> tuple[str, ...]:
-    """The model-facing keys present: ROW_KEYS, plus TOPK_KEYS with a teacher cache."""
-    return ROW_KEYS + tuple(k for k in TOPK_KEYS if k in row_or_batch)
+    """The model-facing keys present: ROW_KEYS, plus a teacher cache's TOPK_ / SAMPLE_KEYS or
+    cross-tokenizer KD's TEACHER_ROW_KEYS and ALIGN_KEYS."""
+    return ROW_KEYS + tuple(k for k in EXTRA_KEYS if k in row_or_batch)
 
 
 def pack(examples: grain.IterDataset, length: int, num_bins: int, seed: int) -> grain.IterDataset:
@@ -81,11 +98,23 @@ def pad_row(example: dict, length: int) -> dict:
     row["segment_ids"] = np.zeros(length, np.int32)
     row["segment_ids"][:n] = 1
     row["num_truncated"] = np.int32(example["truncated"])
-    for key in TOPK_KEYS:
+    for key in TOPK_KEYS + SAMPLE_KEYS:
         if key in example:
             v = example[key]
             row[key] = np.zeros((length, *v.shape[1:]), v.dtype)
             row[key][:n] = v
+    if "teacher_inputs" in example:
+        n_t = len(example["teacher_inputs"])
+        for key in ("teacher_inputs", "teacher_targets"):
+            row[key] = np.zeros(length, np.int32)
+            row[key][:n_t] = example[key]
+        row["teacher_positions"] = np.zeros(length, np.int32)
+        row["teacher_positions"][:n_t] = np.arange(n_t, dtype=np.int32)
+        row["teacher_segment_ids"] = (np.arange(length) < n_t).astype(np.int32)
+        for key in ALIGN_KEYS:  # already laid out at `length`
+            row[key] = example[key]
+    if "record_index" in example:
+        row["record_index"] = np.full(1, example["record_index"], np.int32)
     return row
 
 

@@ -63,6 +63,8 @@ class _Examples:
             raise DataError(f"{self.source.location(j)}: {e}") from None
         if self.topk_cache is not None:
             example = self.topk_cache.attach(example, j)
+        if getattr(self.fn, "keeps_record_index", False):
+            example = {**example, "record_index": np.int32(j)}
         if self._cache is not None:
             self._cache[i] = example
         return example

@@ -3,7 +3,8 @@
 Owns every number the train step minimises. Pure jax.numpy; everything is computed in float32
 whatever the input dtype. Files: divergences.py (token_divergence, cross_entropy),
 teacher.py (noise, top-k, vocab alignment), kd.py (KDLossConfig, reductions, the dense
-reference), chunked.py (the memory-bounded loss the step calls).
+reference), chunked.py (the memory-bounded loss the step calls), cross_tokenizer.py (KD between
+models with different tokenizers: "aligned" and "uld", dense; see its docstring).
 
 Divergences (`token_divergence`, per token, unreduced), with p_T = softmax(teacher / tau) and
 p_S = softmax(student / tau):
@@ -57,6 +58,13 @@ student is renormalised over I as well, so every kind stays a true divergence; m
 student puts outside I is not penalised by this term. A cache passes (v, I) as
 `teacher_topk=` with h_t = w_t = None.
 
+Sampled teacher (the `--mode sample` cache): K tokens drawn from p_T at the cache temperature
+tau, kept as distinct ids with counts, p^_T = counts / K; the divergence is KL(p^_T || p_S)
+against the student's FULL softmax at tau (fkl only). Its gradient (p_S - p^_T) / tau is an
+unbiased estimate of forward KL's, where the renormalised top-k's is biased (it drops the
+teacher's tail and never pushes the student's mass off it). Passed as `teacher_sample=(ids,
+counts)` [B, T, S] with h_t = w_t = None.
+
 Chunking: `chunked_kd_loss` splits the B*T tokens into chunks of at most `chunk_size` (padded
 with weight 0) and scans over them. It is a custom VJP that computes each chunk's gradient
 w.r.t. the student logits in the forward scan and at once folds it into d h_s and d w_s, so
@@ -84,8 +92,10 @@ from kd_jax.losses.kd import (
     reduce_terms,
 )
 from kd_jax.losses.teacher import (
+    TeacherSample,
     add_teacher_noise,
     align_vocab,
+    sampled_token_divergence,
     teacher_noise,
     teacher_topk,
     topk_token_divergence,
@@ -96,6 +106,7 @@ __all__ = [
     "REDUCTIONS",
     "STUDY_B_EPS",
     "KDLossConfig",
+    "TeacherSample",
     "add_teacher_noise",
     "align_vocab",
     "check_divergence_args",
@@ -105,6 +116,7 @@ __all__ = [
     "kd_loss_terms",
     "loss_denominator",
     "reduce_terms",
+    "sampled_token_divergence",
     "teacher_noise",
     "teacher_topk",
     "token_divergence",

@@ -25,6 +25,7 @@ from kd_jax.losses.kd import (
     token_weights,
     weighted_sums,
 )
+from kd_jax.losses.teacher import TeacherSample
 
 
 def _scan_chunks(cfg, hs, w_s, teacher_xs, w_t, targets, weights, ids, rng, with_grad):
@@ -36,6 +37,8 @@ def _scan_chunks(cfg, hs, w_s, teacher_xs, w_t, targets, weights, ids, rng, with
             teacher = logits_of(t_c["h"], w_t)
         elif "values" in t_c:
             teacher = (t_c["values"], t_c["indices"])
+        elif "sample_ids" in t_c:
+            teacher = TeacherSample(t_c["sample_ids"], t_c["sample_counts"])
         else:
             teacher = None
 
@@ -93,6 +96,7 @@ def chunked_kd_loss(
     cfg: KDLossConfig,
     rng: jax.Array | None = None,
     teacher_topk: tuple[jax.Array, jax.Array] | None = None,  # cached ([B,T,K], [B,T,K])
+    teacher_sample: tuple[jax.Array, jax.Array] | None = None,  # sampled (ids, counts) [B,T,S]
 ) -> dict:
     """dense_kd_loss in chunks of at most `chunk_size` tokens: equal value and gradient
     (w.r.t. h_s and w_s; zero w.r.t. the teacher), with only [chunk_size, V] logits of each
@@ -102,7 +106,8 @@ def chunked_kd_loss(
     check_hidden(h_s, w_s, h_t, w_t)
     w_s, w_t = align_config_vocab(cfg, w_s, w_t)
     t_vocab = None if w_t is None else w_t.shape[-1]
-    check_call(cfg, mask.shape, w_s.shape[-1], t_vocab, targets, mask, teacher_topk, rng)
+    check_call(cfg, mask.shape, w_s.shape[-1], t_vocab, targets, mask, teacher_topk, rng,
+               teacher_sample)  # fmt: skip
 
     num = math.prod(mask.shape)
     n_chunks = -(-num // chunk_size)
@@ -113,7 +118,10 @@ def chunked_kd_loss(
         x = jnp.pad(x, [(0, n_chunks * chunk_size - num)] + [(0, 0)] * (x.ndim - 1))
         return jnp.swapaxes(x.reshape(chunk_size, n_chunks, *x.shape[1:]), 0, 1)
 
-    if teacher_topk is not None:
+    if teacher_sample is not None:
+        ids, counts = teacher_sample
+        teacher_xs = {"sample_ids": to_chunks(ids), "sample_counts": to_chunks(counts)}
+    elif teacher_topk is not None:
         teacher_xs = {"values": to_chunks(teacher_topk[0]), "indices": to_chunks(teacher_topk[1])}
     elif h_t is not None:
         teacher_xs = {"h": to_chunks(jax.lax.stop_gradient(h_t))}

@@ -19,8 +19,10 @@ from kd_jax.losses.divergences import (
     token_divergence,
 )
 from kd_jax.losses.teacher import (
+    TeacherSample,
     add_teacher_noise,
     align_vocab,
+    sampled_token_divergence,
     teacher_topk,
     topk_token_divergence,
 )
@@ -94,10 +96,13 @@ def reduce_terms(terms: dict) -> dict:
 
 
 def teacher_divergence(cfg, student_logits, teacher, token_ids, rng):
-    """teacher: None, full logits [..., V], or a (values, indices) top-k pair."""
+    """teacher: None, full logits [..., V], a (values, indices) top-k pair or a TeacherSample."""
     div_args = (cfg.kind, cfg.temperature, cfg.beta, cfg.skew)
     if teacher is None:
         return jnp.zeros(student_logits.shape[:-1], jnp.float32)
+    if isinstance(teacher, TeacherSample):  # a NamedTuple: tested before the top-k pair
+        ids, counts = jax.lax.stop_gradient(tuple(teacher))
+        return sampled_token_divergence(student_logits, ids, counts, cfg.temperature)
     if isinstance(teacher, tuple):
         values, indices = jax.lax.stop_gradient(teacher)
         return topk_token_divergence(student_logits, values, indices, *div_args)
@@ -124,7 +129,8 @@ def weighted_sums(cfg, student_logits, teacher, targets, weights, token_ids, rng
     return jnp.sum(weights * per_token), (jnp.sum(weights * div), jnp.sum(weights * ce))
 
 
-def check_call(cfg, student_lead, student_vocab, teacher_vocab, targets, mask, teacher_topk, rng):
+def check_call(cfg, student_lead, student_vocab, teacher_vocab, targets, mask, teacher_topk, rng,
+               teacher_sample=None):  # fmt: skip
     if not isinstance(cfg, KDLossConfig):
         raise TypeError(f"cfg must be a KDLossConfig; got {type(cfg).__name__}.")
     if targets.shape != student_lead or mask.shape != student_lead:
@@ -138,9 +144,12 @@ def check_call(cfg, student_lead, student_vocab, teacher_vocab, targets, mask, t
                 f"Teacher top-k values {values.shape} and indices {indices.shape} must both be "
                 f"[B, T, K] with [B, T] = {student_lead}."
             )
+    if teacher_sample is not None:
+        check_sample_call(cfg, student_lead, teacher_vocab, teacher_topk, teacher_sample)
+        teacher_topk = ()  # counts as the teacher below
     if teacher_vocab is None and teacher_topk is None and cfg.alpha > 0:
         raise ValueError(f"alpha = {cfg.alpha} needs a teacher; pass one or set alpha = 0 (SFT).")
-    if teacher_topk is not None and (cfg.teacher_noise_std > 0 or cfg.teacher_top_k):
+    if teacher_topk and (cfg.teacher_noise_std > 0 or cfg.teacher_top_k):
         raise ValueError(
             "teacher_noise_std and teacher_top_k act on full teacher logits, not on a cached "
             "top-k; set them to 0 when passing teacher_topk."
@@ -152,6 +161,23 @@ def check_call(cfg, student_lead, student_vocab, teacher_vocab, targets, mask, t
         )
     if cfg.teacher_noise_std > 0 and rng is None:
         raise ValueError("teacher_noise_std > 0 needs an rng key; pass rng=jax.random.key(...).")
+
+
+def check_sample_call(cfg, student_lead, teacher_vocab, teacher_topk, teacher_sample):
+    ids, counts = teacher_sample
+    if ids.shape != counts.shape or ids.shape[:-1] != student_lead:
+        raise ValueError(
+            f"Teacher sample ids {ids.shape} and counts {counts.shape} must both be [B, T, S] "
+            f"with [B, T] = {student_lead}."
+        )
+    if teacher_vocab is not None or teacher_topk is not None:
+        raise ValueError("Pass one teacher signal: full logits, teacher_topk or teacher_sample.")
+    if cfg.kind != "fkl" or cfg.teacher_noise_std > 0 or cfg.teacher_top_k:
+        raise ValueError(
+            "A sampled teacher cache estimates the forward-KL gradient only: set kind='fkl', "
+            f"teacher_noise_std=0 and teacher_top_k=0 (got kind={cfg.kind!r}), or use a "
+            "top-k cache."
+        )
 
 
 def align_config_vocab(cfg, *arrays):
@@ -183,12 +209,16 @@ def kd_loss_terms(
     cfg: KDLossConfig,
     rng: jax.Array | None = None,  # needed for teacher noise
     teacher_topk: tuple[jax.Array, jax.Array] | None = None,  # cached ([B,T,K], [B,T,K])
+    teacher_sample: tuple[jax.Array, jax.Array] | None = None,  # sampled (ids, counts) [B,T,S]
 ) -> dict:
     """Loss sums from full logits (see the module docstring for the dict)."""
     student_logits, teacher_logits = align_config_vocab(cfg, student_logits, teacher_logits)
     t_vocab = None if teacher_logits is None else teacher_logits.shape[-1]
-    check_call(cfg, mask.shape, student_logits.shape[-1], t_vocab, targets, mask, teacher_topk, rng)
+    check_call(cfg, mask.shape, student_logits.shape[-1], t_vocab, targets, mask, teacher_topk, rng,
+               teacher_sample)  # fmt: skip
     teacher = teacher_logits if teacher_topk is None else tuple(teacher_topk)
+    if teacher_sample is not None:
+        teacher = TeacherSample(*teacher_sample)
     token_ids = jnp.arange(math.prod(mask.shape), dtype=jnp.int32).reshape(mask.shape)
     weights = token_weights(mask, cfg.reduction)
     loss_sum, (div_sum, ce_sum) = weighted_sums(
@@ -215,7 +245,8 @@ def check_hidden(h_s, w_s, h_t, w_t):
         )
 
 
-def dense_kd_loss(h_s, w_s, h_t, w_t, targets, mask, *, cfg, rng=None, teacher_topk=None):
+def dense_kd_loss(h_s, w_s, h_t, w_t, targets, mask, *, cfg, rng=None, teacher_topk=None,
+                  teacher_sample=None):  # fmt: skip
     """The reference: full [B, T, V] logits of both models at once, then kd_loss_terms.
 
     h_s [B, T, Ds] and h_t [B, T, Dt] are final hidden states (after the final norm), w_s
@@ -226,6 +257,5 @@ def dense_kd_loss(h_s, w_s, h_t, w_t, targets, mask, *, cfg, rng=None, teacher_t
     t_logits = None
     if h_t is not None:
         t_logits = logits_of(jax.lax.stop_gradient(h_t), jax.lax.stop_gradient(w_t))
-    return kd_loss_terms(
-        s_logits, t_logits, targets, mask, cfg=cfg, rng=rng, teacher_topk=teacher_topk
-    )
+    return kd_loss_terms(s_logits, t_logits, targets, mask, cfg=cfg, rng=rng,
+                         teacher_topk=teacher_topk, teacher_sample=teacher_sample)  # fmt: skip

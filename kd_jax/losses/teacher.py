@@ -1,8 +1,9 @@
-"""Teacher-signal options: logit noise, top-k (the offline-cache formula), vocab alignment."""
+"""Teacher-signal options: logit noise, top-k and sampled caches' formulas, vocab alignment."""
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -69,6 +70,39 @@ def topk_token_divergence(
         )
     student_k = jnp.take_along_axis(student_logits, topk_indices, axis=-1)
     return token_divergence(student_k, topk_values, kind, temperature, beta, skew)
+
+
+class TeacherSample(NamedTuple):
+    """K tokens drawn from the teacher's distribution at the cache temperature, as distinct
+    ids with their counts (count 0 marks an empty slot): p^_T = counts / K."""
+
+    ids: jax.Array  # [..., S] int
+    counts: jax.Array  # [..., S] int, summing to K over the slots
+
+
+def sampled_token_divergence(
+    student_logits: jax.Array,  # [..., V]
+    ids: jax.Array,  # [..., S]
+    counts: jax.Array,  # [..., S]
+    temperature: float = 1.0,
+) -> jax.Array:  # [...]
+    """KL(p^_T || p_S) with p^_T = counts / K the teacher's empirical distribution and p_S the
+    student's full-vocabulary softmax at `temperature` (not renormalised over the sample).
+
+    Since E[p^_T] = p_T and the gradient (p_S - p^_T) / tau is linear in p^_T, the gradient is
+    an unbiased estimate of forward KL's; the value is not (its entropy term is biased)."""
+    if ids.shape != counts.shape or ids.shape[:-1] != student_logits.shape[:-1]:
+        raise ValueError(
+            f"Teacher sample ids {ids.shape} and counts {counts.shape} must both be [..., S] "
+            f"with the student's leading shape {student_logits.shape[:-1]}."
+        )
+    logq = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature, axis=-1)
+    logq_at = jnp.take_along_axis(logq, ids.astype(jnp.int32), axis=-1)
+    c = counts.astype(jnp.float32)
+    p = c / jnp.maximum(jnp.sum(c, axis=-1, keepdims=True), 1.0)
+    # Empty slots (count 0) contribute 0 log 0 = 0, to the value and to the gradient.
+    safe_p = jnp.where(p > 0, p, 1.0)
+    return jnp.sum(jnp.where(p > 0, p * (jnp.log(safe_p) - logq_at), 0.0), axis=-1)
 
 
 def align_vocab(*arrays: jax.Array, vocab_size: int) -> tuple[jax.Array, ...]:

@@ -57,14 +57,14 @@ def resolve_paths(run: PlannedRun, root: Path) -> ConfigDict:
 
 
 def build_cache(config: ConfigDict, out: Path) -> None:
-    from kd_jax import teacher_cache
+    from kd_jax import teacher_cache_job
 
     meta = out / "meta.json"
     if meta.exists() and json.loads(meta.read_text()).get("complete"):
         return
     cfg = ConfigDict(config.to_dict())
     cfg.data.num_examples = 0  # the cache covers every record; subsets look theirs up
-    teacher_cache.build(cfg, out, k=CACHE_K, batch_size=100, progress=False)
+    teacher_cache_job.build(cfg, out, k=CACHE_K, batch_size=100, progress=False)
 
 
 def terse_cipher(root: Path) -> Path:

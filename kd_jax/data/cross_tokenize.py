@@ -1,0 +1,103 @@
+"""Each chat record tokenized by the student's and the teacher's tokenizer, with the alignment.
+
+For cross-tokenizer KD (`kd.cross_tokenizer` = "uld" | "aligned"): each side renders the
+record with its own chat template and tokenizes it, keeping every token's character offsets;
+the supervised tokens (assistant turns) are located in each assistant content by those
+offsets, and kd_jax/data/token_alignment.py groups the two sides into spans of the same text.
+
+An example holds the student's fields (tokenize.py's layout, unchanged), the teacher's
+`teacher_inputs` / `teacher_targets` [L_t] and the alignment arrays (ALIGN_KEYS, already at
+max_length). Rows are one example each (`data.packing=False`); packing.pad_row pads the
+teacher's fields beside the student's.
+
+`shared_vocab` pairs the tokens that exist in both vocabularies as the same string (byte-level
+BPE's "Ġ" and SentencePiece's "▁" space markers count as the same character).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kd_jax.data import token_alignment
+from kd_jax.data.sources import DataError
+from kd_jax.data.tokenize import ExampleTokenizer, spans_to_token_mask, to_example
+
+
+def shared_vocab(student_tokenizer, teacher_tokenizer) -> tuple[np.ndarray, np.ndarray]:
+    """(student ids [M], teacher ids [M]) of the tokens both vocabularies spell alike."""
+
+    def norm(vocab):
+        return {tok.replace("Ġ", "▁"): i for tok, i in vocab.items()}
+
+    s, t = norm(student_tokenizer.get_vocab()), norm(teacher_tokenizer.get_vocab())
+    both = sorted(set(s) & set(t), key=lambda w: s[w])
+    return np.asarray([s[w] for w in both], np.int32), np.asarray([t[w] for w in both], np.int32)
+
+
+def _supervised_tokens(side: ExampleTokenizer, messages: list[dict]):
+    """(ids, token mask, [(token index, turn, content end or -1)]) of one side."""
+    text, spans = side.assistant_spans(messages)
+    enc = side._encode(text, add_special_tokens=False)
+    offsets = np.asarray(enc.offsets, np.int64).reshape(-1, 2)
+    mask = spans_to_token_mask(offsets, spans)
+    contents = [m["content"] for m in messages if m["role"] == "assistant"]
+    tokens = []
+    for turn, ((lo, hi), content) in enumerate(zip(spans, contents, strict=True)):
+        start = text.find(content, lo)  # templates insert the content verbatim (or trimmed)
+        if start < 0 and content.strip():
+            start = text.find(content.strip(), lo)
+            content = content.strip()
+        inside = mask & (offsets[:, 1] > lo) & (offsets[:, 0] < hi)
+        for k in np.nonzero(inside)[0]:
+            end = int(offsets[k, 1]) - start
+            is_text = start >= 0 and 0 < end <= len(content)
+            tokens.append((int(k), turn, end if is_text else -1))
+    return np.asarray(enc.ids, np.int32), mask, tokens
+
+
+class PairTokenizer:
+    """Callable chat record -> student example + teacher tokens + alignment arrays.
+
+    `keeps_record_index`: the pipeline adds each example's source index (`record_index`), so
+    that on-policy batches can re-render their records (kd_jax/cross_kd.py)."""
+
+    keeps_record_index = True
+
+    def __init__(self, student: ExampleTokenizer, teacher: ExampleTokenizer):
+        if student.train_on_inputs or teacher.train_on_inputs:
+            raise DataError(
+                "cross-tokenizer KD aligns assistant turns; set data.train_on_inputs=False"
+            )
+        self.student, self.teacher = student, teacher
+        self.max_length = student.max_length
+
+    def info(self) -> dict:
+        t = self.teacher.info()
+        return {**self.student.info(), "teacher_tokenizer": t["tokenizer"],
+                "teacher_chat_template_sha1": t["chat_template_sha1"]}  # fmt: skip
+
+    def __call__(self, record: dict) -> dict:
+        if "messages" not in record:
+            raise DataError("cross-tokenizer KD needs chat records ({'messages': [...]})")
+        n = self.max_length
+        s_ids, s_mask, s_tokens = _supervised_tokens(self.student, record["messages"])
+        t_ids, _, t_tokens = _supervised_tokens(self.teacher, record["messages"])
+        example = to_example(s_ids[:n], s_mask[:n], len(s_ids) > n)
+        t_ids = t_ids[:n]
+        keep_s = [x for x in s_tokens if x[0] < len(example["inputs"])]
+        keep_t = [x for x in t_tokens if x[0] < len(t_ids)]
+        s_tok = self.student.tokenizer.convert_ids_to_tokens
+        t_tok = self.teacher.tokenizer.convert_ids_to_tokens
+
+        def same_markup(s_idx, t_idx):
+            return s_tok([int(s_ids[k]) for k in s_idx]) == t_tok([int(t_ids[k]) for k in t_idx])
+
+        groups = token_alignment.group_tokens(keep_s, keep_t, same_markup)
+        t_targets = np.zeros(len(t_ids), np.int32)
+        t_targets[:-1] = t_ids[1:]
+        return {
+            **example,
+            "teacher_inputs": t_ids,
+            "teacher_targets": t_targets,
+            **token_alignment.alignment_arrays(groups, n, n, n),
+        }

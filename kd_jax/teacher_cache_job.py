@@ -1,0 +1,148 @@
+"""`kd-jax cache-teacher`: the job that writes a teacher cache (format: kd_jax.teacher_cache).
+
+    build(config, out, k=64, mode="topk" | "sample")
+
+It walks the training records in source order, runs the teacher on each padded example and
+keeps, for every supervised token, the top-k log-probabilities or K draws with counts;
+shards are written to a temporary folder and renamed, so an interrupted job resumes
+without redoing finished shards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import ConfigDict
+from tqdm.auto import tqdm
+
+from kd_jax import sampled_cache
+from kd_jax.id_packing import index_bits, pack_indices
+from kd_jax.step_builder import setup
+from kd_jax.teacher_cache import META, MODES, CacheError, cache_key, check_key
+
+
+def _topk_fn(teacher, k: int):
+    @jax.jit
+    def topk(params, frozen, batch, records_B):
+        model = teacher.merge(params, frozen)
+        h = model.hidden(batch["inputs"], batch["positions"], batch["segment_ids"])
+        logp = jax.nn.log_softmax(model.logits(h).astype(jnp.float32), axis=-1)
+        return tuple(jax.lax.top_k(logp, k))
+
+    return topk
+
+
+class _TopkShardWriter:
+    def __init__(self, k: int, bits: int, value_dtype: str):
+        self.k, self.bits, self.value_dtype = k, bits, value_dtype
+        self.offsets, self.values, self.indices = [0], [], []
+
+    def add(self, values_nxK, indices_nxK) -> None:
+        self.values.append(values_nxK.astype(self.value_dtype))
+        self.indices.append(pack_indices(indices_nxK, self.bits))
+        self.offsets.append(self.offsets[-1] + len(values_nxK))
+
+    def save(self, folder: Path) -> None:
+        k, bits = self.k, self.bits
+        np.save(folder / "offsets.npy", np.asarray(self.offsets, np.int64))
+        np.save(folder / "values.npy", np.concatenate(self.values) if self.values else
+                np.zeros((0, k), self.value_dtype))  # fmt: skip
+        np.save(folder / "indices.npy", np.concatenate(self.indices) if self.indices else
+                np.zeros((0, math.ceil(k * bits / 8)), np.uint8))  # fmt: skip
+
+
+def _check_build_args(mode, k, value_dtype):
+    if mode not in MODES:
+        raise CacheError(f"--mode must be one of {', '.join(MODES)}; got {mode!r}.")
+    if value_dtype not in ("float16", "float32"):
+        raise CacheError(f"value_dtype must be float16 or float32, got {value_dtype!r}.")
+    if mode == "sample":
+        try:
+            sampled_cache.check_k(k)
+        except ValueError as e:
+            raise CacheError(str(e)) from None
+
+
+def build(config: ConfigDict, out: str | Path, *, k: int = 64, value_dtype: str = "float16",
+          shard_size: int = 4096, batch_size: int = 16, progress: bool = True,
+          mode: str = "topk") -> Path:  # fmt: skip
+    """Computes (or resumes) the cache of `config`'s teacher over its training data.
+
+    mode "topk": the top-k log-probs at temperature 1; "sample": K draws per token from the
+    teacher at kd.temperature (the cache temperature), seeded by `config.seed` and the record
+    index, so a resumed job draws what an uninterrupted one would."""
+    from kd_jax.data.packing import pad_row, stack_rows
+
+    _check_build_args(mode, k, value_dtype)
+    config = ConfigDict(config.to_dict())
+    config.method = "kd"
+    config.kd.teacher_cache = ""
+    r = setup(config)
+    pipe, teacher = r.pipeline, r.teacher
+    key = cache_key(config, pipe)
+    out = Path(out)
+    bits = index_bits(teacher.cfg.vocab_size)
+    n = len(pipe.source)
+    num_shards = math.ceil(n / shard_size)
+    sample = dict(temperature=float(config.kd.temperature), sample_seed=int(config.seed))
+    meta = dict(key=key, mode=mode, k=k, value_dtype=value_dtype, index_bits=bits,
+                vocab_size=teacher.cfg.vocab_size, num_records=n, shard_size=shard_size,
+                num_shards=num_shards, complete=False, num_tokens=0,
+                **(sample if mode == "sample" else {}))  # fmt: skip
+    settings = ("mode", "k", "value_dtype", "shard_size", "temperature", "sample_seed")
+    if (out / META).exists():
+        old = json.loads((out / META).read_text())
+        check_key(old, key, out)
+        old.setdefault("mode", "topk")
+        if any(old.get(f) != meta.get(f) for f in settings):
+            raise CacheError(
+                f"{out} was started with other settings ({', '.join(settings)}); use the "
+                "same ones to resume it, or another --out."
+            )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / META).write_text(json.dumps(meta, indent=2))
+    if mode == "sample":
+        fn = sampled_cache.draw_fn(teacher, k, sample["temperature"], sample["sample_seed"])
+    else:
+        fn = _topk_fn(teacher, k)
+    max_len = config.data.max_length
+    bar = tqdm(total=n, desc="cache-teacher", disable=not progress)
+    for s in range(num_shards):
+        final = out / f"shard-{s:05d}"
+        records = range(s * shard_size, min(n, (s + 1) * shard_size))
+        if final.exists():
+            bar.update(len(records))
+            continue
+        writer = (sampled_cache.ShardWriter(bits) if mode == "sample"
+                  else _TopkShardWriter(k, bits, value_dtype))  # fmt: skip
+        for start in range(records.start, records.stop, batch_size):
+            ids = list(range(start, min(records.stop, start + batch_size)))
+            rows = [pad_row(pipe.example_fn(pipe.source[i]), max_len) for i in ids]
+            rows += [rows[-1]] * (batch_size - len(rows))
+            batch = {key_: jnp.asarray(v) for key_, v in stack_rows(rows).items()
+                     if key_ != "num_truncated"}  # fmt: skip
+            rec = jnp.asarray(ids + [ids[-1]] * (batch_size - len(ids)), jnp.int32)
+            result = jax.device_get(fn(teacher.trainable, teacher.frozen, batch, rec))
+            result = result if isinstance(result, tuple) else (result,)
+            for j in range(len(ids)):
+                m = rows[j]["loss_mask"] > 0
+                writer.add(*(x[j][m] for x in result))
+            bar.update(len(ids))
+        tmp = out / f".tmp-shard-{s:05d}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        writer.save(tmp)
+        tmp.rename(final)
+    bar.close()
+    meta["num_tokens"] = int(sum(
+        np.load(out / f"shard-{s:05d}" / "offsets.npy")[-1] for s in range(num_shards)
+    ))  # fmt: skip
+    meta["complete"] = True
+    (out / META).write_text(json.dumps(meta, indent=2))
+    return out

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from kd_jax.errors import UserError
+from kd_jax.errors import ConfigError
 
 
-class VocabMismatchError(UserError):
+class VocabMismatchError(ConfigError):
     """Teacher and student cannot be aligned token by token."""
 
 

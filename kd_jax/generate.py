@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from kd_jax.data import DataError, load_tokenizer, render_chat
-from kd_jax.models_from_runs import load_trained
+from kd_jax.models_from_runs import load_trained, run_rules
 from kd_jax.sampling import SamplingConfig, generate_text
 
 
@@ -79,6 +79,7 @@ def main(argv: list[str]) -> int:
         sampling_from_args(args, tokenizer),
         batch_size=args.batch_size,
         seed=args.seed,
+        rules=run_rules(args.model),
     )
     with open(args.out, "w") as f:
         for prompt, completion in zip(prompts, outs, strict=True):

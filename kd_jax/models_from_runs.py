@@ -16,6 +16,15 @@ def is_run(path: str | Path) -> bool:
     return (Path(path) / "config.json").exists() and (Path(path) / "checkpoints").is_dir()
 
 
+def run_rules(path: str | Path) -> tuple:
+    """The sharding rules table a run trained with (the built-in one for an HF folder)."""
+    saved = read_run_config(path).get("sharding_rules") if is_run(path) else None
+    if not saved:
+        return shd.DEFAULT_RULES
+    # JSON turns the table's tuples (a logical axis over several mesh axes) into lists.
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in saved)
+
+
 def load_trained(
     path: str | Path, *, which: str = "latest", mesh=None, rules=None
 ) -> tuple[Decoder, str]:
@@ -28,11 +37,7 @@ def load_trained(
         return hf_io.load(path, mesh=mesh, rules=rules or shd.DEFAULT_RULES), str(path)
     run = read_run_config(path)
     mesh = mesh or shd.make_mesh(dict(run.get("mesh", {"data": -1})))
-    if rules is None:
-        saved = run.get("sharding_rules")
-        # JSON turns the table's tuples (a logical axis over several mesh axes) into lists.
-        as_tuple = lambda v: tuple(v) if isinstance(v, list) else v  # noqa: E731
-        rules = tuple((k, as_tuple(v)) for k, v in saved) if saved else shd.DEFAULT_RULES
+    rules = rules or run_rules(path)
     mc = ConfigDict(run.student.to_dict())
     mc.workdir, mc.checkpoint = str(path), which
     parts = build_model(

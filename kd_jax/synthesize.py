@@ -125,7 +125,7 @@ def _read_jsonl(path: str) -> list[dict]:
 
 def main(argv: list[str]) -> int:
     from kd_jax.data import load_tokenizer, render_chat
-    from kd_jax.models_from_runs import load_trained
+    from kd_jax.models_from_runs import load_trained, run_rules
     from kd_jax.sampling import SamplingConfig, generate_text
 
     p = argparse.ArgumentParser(prog="kd-jax synthesize")
@@ -147,13 +147,14 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
 
     model, tok_dir = load_trained(args.model)
+    rules = run_rules(args.model)
     tok = load_tokenizer(tok_dir)
     cfg = SamplingConfig(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                          stop_tokens=(tok.eos_token_id,), pad_id=tok.pad_token_id or 0)  # fmt: skip
 
     def generate(prompts):
         return generate_text(model, tok, prompts, cfg, batch_size=args.batch_size,
-                             seed=args.seed)  # fmt: skip
+                             seed=args.seed, rules=rules)  # fmt: skip
 
     human = _read_jsonl(args.examples)
     if args.mode == "icl":

@@ -34,7 +34,10 @@ def make_generate(
     batch_size: int = 32,
     seed: int = STUDY_B_SEED,
     stop_tokens: tuple[int, ...] | None = None,
+    rules=None,
 ) -> Callable[[list[str]], list[str]]:
+    """`rules`: the sharding rules table the model was loaded with (activations and the
+    KV cache are split by it); None lets XLA propagate shardings."""
     if stop_tokens is None:
         stop_tokens = tuple(t for t in (tokenizer.eos_token_id,) if t is not None)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -47,6 +50,6 @@ def make_generate(
         texts = [p[len(bos) :] if bos and p.startswith(bos) else p for p in prompts]
         return generate_text(model, tokenizer, texts, cfg, batch_size=batch_size,
                              seed=seed * 1_000_003 + next(calls), progress=False,
-                             add_special_tokens=True)  # fmt: skip
+                             add_special_tokens=True, rules=rules)  # fmt: skip
 
     return generate

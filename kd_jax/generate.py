@@ -12,7 +12,7 @@ from pathlib import Path
 
 from kd_jax.data import DataError, load_tokenizer, render_chat
 from kd_jax.errors import MissingFileError
-from kd_jax.models.loader import load_trained
+from kd_jax.models.loader import load_trained, run_rules
 from kd_jax.sampling import SamplingConfig, generate_text
 
 
@@ -59,7 +59,8 @@ def generate_file(
     tok = load_tokenizer(tokenizer or tok_dir)
     prompts = read_prompts(prompts_path, tok)
     cfg = SamplingConfig.for_tokenizer(tok, **sampling)
-    outs = generate_text(model, tok, prompts, cfg, batch_size=batch_size, seed=seed)
+    rules = run_rules(model_path)
+    outs = generate_text(model, tok, prompts, cfg, batch_size=batch_size, seed=seed, rules=rules)
     with open(out, "w") as f:
         for prompt, completion in zip(prompts, outs, strict=True):
             f.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")

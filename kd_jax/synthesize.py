@@ -140,15 +140,16 @@ def synthesize_file(
 ) -> dict:
     """Writes the synthetic records to `out` and their counts beside it; returns counts."""
     from kd_jax.data import load_tokenizer, render_chat
-    from kd_jax.models.loader import load_trained
+    from kd_jax.models.loader import load_trained, run_rules
     from kd_jax.sampling import SamplingConfig, generate_text
 
     model, tok_dir = load_trained(model_path)
+    rules = run_rules(model_path)
     tok = load_tokenizer(tok_dir)
     cfg = SamplingConfig.for_tokenizer(tok, max_new_tokens=max_new_tokens, temperature=temperature)
 
     def generate(prompts):
-        return generate_text(model, tok, prompts, cfg, batch_size=batch_size, seed=seed)
+        return generate_text(model, tok, prompts, cfg, batch_size=batch_size, seed=seed, rules=rules)
 
     human = _read_jsonl(examples)
     if mode == "icl":

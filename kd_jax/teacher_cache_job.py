@@ -27,13 +27,34 @@ from kd_jax.step_builder import setup
 from kd_jax.teacher_cache import META, MODES, CacheError, cache_key, check_key
 
 
-def _topk_fn(teacher, k: int):
+def chunk_length(length: int, batch_size: int, chunk_tokens: int) -> int:
+    """The largest divisor of `length` with batch_size * it <= chunk_tokens (at least 1)."""
+    want = max(1, chunk_tokens // max(batch_size, 1))
+    return max(c for c in range(1, min(want, length) + 1) if length % c == 0)
+
+
+def topk_fn(teacher, k: int, chunk_tokens: int):
+    """Jitted (params, frozen, batch, records_B) -> top-k (values, ids) [B, T, k] of the
+    teacher's log-probabilities, computed over sequence chunks of about `chunk_tokens`
+    tokens so that only one chunk's [B, C, V] float32 logits exist at a time (never
+    [B, T, V]). `records_B` is unused: the sampled mode's draw function takes it."""
+
     @jax.jit
     def topk(params, frozen, batch, records_B):
+        del records_B
         model = teacher.merge(params, frozen)
-        h = model.hidden(batch["inputs"], batch["positions"], batch["segment_ids"])
-        logp = jax.nn.log_softmax(model.logits(h).astype(jnp.float32), axis=-1)
-        return tuple(jax.lax.top_k(logp, k))
+        h_BxTxD = model.hidden(batch["inputs"], batch["positions"], batch["segment_ids"])
+        b, t, d = h_BxTxD.shape
+        c = chunk_length(t, b, chunk_tokens)
+        h_NxBxCxD = h_BxTxD.reshape(b, t // c, c, d).swapaxes(0, 1)
+
+        def one(h_BxCxD):
+            logp_BxCxV = jax.nn.log_softmax(model.logits(h_BxCxD).astype(jnp.float32), axis=-1)
+            return jax.lax.top_k(logp_BxCxV, k)
+
+        vals_NxBxCxK, idx_NxBxCxK = jax.lax.map(one, h_NxBxCxD)
+        unchunk = lambda x: x.swapaxes(0, 1).reshape(b, t, k)  # noqa: E731
+        return unchunk(vals_NxBxCxK), unchunk(idx_NxBxCxK)
 
     return topk
 
@@ -110,7 +131,7 @@ def build(config: ConfigDict, out: str | Path, *, k: int = 64, value_dtype: str 
     if mode == "sample":
         fn = sampled_cache.draw_fn(teacher, k, sample["temperature"], sample["sample_seed"])
     else:
-        fn = _topk_fn(teacher, k)
+        fn = topk_fn(teacher, k, config.kd.chunk_size)
     max_len = config.data.max_length
     bar = tqdm(total=n, desc="cache-teacher", disable=not progress)
     for s in range(num_shards):

@@ -117,13 +117,13 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
     )
     unchecked = None  # the previous step's metrics when the host has not waited for them
 
-    def diverged(metrics) -> bool:
+    def diverged(metrics, step) -> bool:
         if int(metrics["bad_steps"]) < tc.max_bad_steps:
             return False
         log.error(
-            "%d consecutive non-finite steps; stopping with the last good checkpoint.",
-            tc.max_bad_steps,
-        )
+            "%d consecutive non-finite steps up to step %d; stopping with the last good "
+            "checkpoint.", tc.max_bad_steps, step,
+        )  # fmt: skip
         return True
 
     bar = tqdm(total=num_steps, initial=start, disable=not tc.progress_bar, desc="train")
@@ -147,7 +147,7 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
             metrics = {**metrics, "onpolicy": int(onpolicy)}
             stop = preemption.should_stop(step)  # every process: the same answer
             # Read one step late: the previous step is done (or nearly) while this one runs.
-            if unchecked is not None and diverged(unchecked):
+            if unchecked is not None and diverged(unchecked, step - 1):
                 status = "diverged"
                 break
             logging_step = step % tc.log_every == 0 or step == num_steps
@@ -166,7 +166,7 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
                 last = writer.write(step, row)
             bar.update(1)
             unchecked = None if logging_step or eval_now or save_now else metrics
-            if unchecked is None and diverged(metrics):
+            if unchecked is None and diverged(metrics, step):
                 status = "diverged"
                 break
             if save_now:

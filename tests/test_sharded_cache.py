@@ -9,7 +9,6 @@ import sys
 import jax
 import numpy as np
 
-from kd_jax import teacher_cache as tc
 from kd_jax import teacher_cache_job as tc_job
 from kd_jax import train
 from tests.test_multiprocess import ROOT, _env
@@ -37,8 +36,8 @@ def _config(**mesh):
 def test_chunked_top_k_equals_full_vocabulary_top_k(builtin_dir):
     r = train.setup(_config())
     batch = next(r.pipeline.train_iterator())
-    assert tc.chunk_length(48, 8, 64) == 8  # 6 chunks of [8, 8, V]
-    vals, idx = tc.topk_fn(r.teacher, K, 64)(*r.context["teacher"], batch)
+    assert tc_job.chunk_length(48, 8, 64) == 8  # 6 chunks of [8, 8, V]
+    vals, idx = tc_job.topk_fn(r.teacher, K, 64)(*r.context["teacher"], batch, None)
     model = r.teacher.merge(*r.context["teacher"])
     logits = model.logits(model.hidden(batch["inputs"], batch["positions"], batch["segment_ids"]))
     want_v, want_i = jax.lax.top_k(jax.nn.log_softmax(logits.astype(np.float32), -1), K)

@@ -49,3 +49,27 @@ def test_sharded_load_and_greedy_generation_equal_one_device(tiny_config, tmp_pa
         cache = jax.jit(lambda: decode.init_cache(sharded, 8, 32))()
     k = cache["k"][0]  # [B, K, S, H] = [8, 2, 32, 16]
     assert k.sharding.shard_shape(k.shape) == (2, 1, 32, k.shape[3]), k.sharding
+
+
+def test_eval_scores_on_the_runs_mesh_equal_one_device(tiny_config, tmp_path, monkeypatch):
+    import functools
+
+    from kd_jax import models_from_runs
+    from kd_jax.evaluation.run_eval import evaluate_run
+
+    config = tiny_config("sft")
+    config.train.num_steps, config.train.eval_every = 2, 0
+    config.mesh.update(data=1, fsdp=4, tensor=2)
+    train.run(config, tmp_path / "run")
+    kw = dict(tasks="arith,compare", limit=8, batch_size=8, max_new_tokens=16,
+              progress=False)  # fmt: skip
+    sharded = evaluate_run(tmp_path / "run", out=tmp_path / "sharded", **kw)
+    one_device = functools.partial(
+        models_from_runs.load_trained, mesh=shd.make_mesh({}, jax.devices()[:1])
+    )
+    monkeypatch.setattr(models_from_runs, "load_trained", one_device)
+    one = evaluate_run(tmp_path / "run", out=tmp_path / "one", **kw)
+    assert sharded["tasks"] == one["tasks"] and set(one["tasks"]) == {"arith", "compare"}
+    for task in ("arith", "compare"):
+        a = (tmp_path / "sharded" / "predictions" / f"{task}.jsonl").read_text()
+        assert a == (tmp_path / "one" / "predictions" / f"{task}.jsonl").read_text()

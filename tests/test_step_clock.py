@@ -70,3 +70,28 @@ def test_chip_table(kind, tflops):
 
 def test_unknown_chip_has_no_peak():
     assert flops.chip_peak_flops_per_s("NVIDIA A10G") is None
+
+
+def test_divergence_stop_ends_at_the_same_step_when_read_late(tiny_config, tmp_path, caplog):
+    """Off logging steps the bad-step counter is read one step late; the run still stops
+    after the step that reached train.max_bad_steps, and saves nothing after it."""
+    import logging
+
+    stopped = {}
+    for log_every in (1, 100):
+        c = tiny_config("sft")
+        c.optim.lr, c.optim.clip_norm = 1e30, 0.0  # non-finite within a few steps
+        c.train.update(num_steps=30, max_bad_steps=3, log_every=log_every, eval_every=0,
+                       checkpoint_every=100)  # fmt: skip
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="kd_jax.train"):
+            final = train.run(c, tmp_path / f"every{log_every}")
+        assert final["status"] == "diverged"
+        said = [r.getMessage() for r in caplog.records if "non-finite" in r.getMessage()]
+        assert len(said) == 1
+        stopped[log_every] = int(said[0].split("up to step ")[1].split(";")[0])
+        ckpts = tmp_path / f"every{log_every}" / "checkpoints"
+        assert not ckpts.exists() or not any(ckpts.iterdir())
+    rows = read_metrics(tmp_path / "every1")
+    assert rows[-1]["step"] == stopped[1] and rows[-1]["bad_steps"] == 3
+    assert stopped[100] == stopped[1] < 30, stopped

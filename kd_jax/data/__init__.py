@@ -1,6 +1,7 @@
 """Data for kd_jax: records -> tokens and loss masks -> packed, sharded, resumable batches.
 
-Modules: sources (files, validation, DataError), templates (Alpaca prompts), tokenize
+Modules: sources (files, validation, DataError), hf_datasets_source (save_to_disk
+folders), templates (Alpaca prompts), tokenize
 (chat template masks), packing (rows, batches, stats), subsets (nested sizes,
 validation split), pipeline (grain), tfds_source (ArrayRecord via TFDS), builtin
 (synthetic tasks), tokenizer (built-in tokenizer), token_alignment (span groups of two

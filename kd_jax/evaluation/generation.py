@@ -35,7 +35,10 @@ def make_generate(
     batch_size: int = 32,
     seed: int = STUDY_B_SEED,
     stop_tokens: tuple[int, ...] | None = None,
+    rules=None,
 ) -> Callable[[list[str]], list[str]]:
+    """`rules`: the sharding rules table the model was loaded with (activations and the
+    KV cache are split by it); None lets XLA propagate shardings."""
     cfg = SamplingConfig.for_tokenizer(
         tokenizer, max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p
     )
@@ -48,6 +51,6 @@ def make_generate(
         texts = [p[len(bos) :] if bos and p.startswith(bos) else p for p in prompts]
         return generate_text(model, tokenizer, texts, cfg, batch_size=batch_size,
                              seed=seed * 1_000_003 + next(calls), progress=False,
-                             add_special_tokens=True)  # fmt: skip
+                             add_special_tokens=True, rules=rules)  # fmt: skip
 
     return generate

@@ -124,14 +124,14 @@ def data_roots(tasks, data_root: str | None) -> dict:
     return roots
 
 
-def _generator(model, tok_dir: str, settings: dict):
+def _generator(model, tok_dir: str, settings: dict, rules=None):
     from kd_jax.data import load_tokenizer
     from kd_jax.evaluation.generation import make_generate
     from kd_jax.evaluation.tasks import chat_renderer
 
     tokenizer = load_tokenizer(tok_dir)
     render = chat_renderer(tokenizer) if getattr(tokenizer, "chat_template", None) else None
-    return make_generate(model, tokenizer, **settings), render
+    return make_generate(model, tokenizer, rules=rules, **settings), render
 
 
 def evaluate_run(
@@ -155,7 +155,7 @@ def evaluate_run(
     """Evaluates the run in `workdir` (see the module docstring); returns scores.json's dict."""
     from kd_jax.evaluation.fidelity import fidelity_from_predictions, write_fidelity
     from kd_jax.evaluation.harness import evaluate
-    from kd_jax.models.loader import is_run, load_trained, read_run_config
+    from kd_jax.models.loader import is_run, load_trained, read_run_config, run_rules
     from kd_jax.report import write_run_meta
 
     workdir = Path(workdir)
@@ -176,7 +176,7 @@ def evaluate_run(
     )
     out = Path(out) if out else workdir / "eval"
     model, tok_dir = load_trained(workdir, which=checkpoint)
-    generate, render = _generator(model, tok_dir, settings)
+    generate, render = _generator(model, tok_dir, settings, rules=run_rules(workdir))
     common = dict(
         data_root=roots,
         mode=mode,
@@ -197,7 +197,7 @@ def evaluate_run(
     if teacher:
         teacher_path = _teacher_path(config, teacher)
         t_model, t_tok = load_trained(teacher_path)
-        t_generate, t_render = _generator(t_model, t_tok, settings)
+        t_generate, t_render = _generator(t_model, t_tok, settings, rules=run_rules(teacher_path))
         evaluate(
             task_list,
             t_generate,

@@ -154,6 +154,12 @@ def build(
     return split_model(create_model(cfg, seed=seed, mesh=mesh, rules=rules), lora is not None)
 
 
+def run_rules(path: str | Path) -> tuple:
+    """The sharding rules table a run trained with (the built-in one for an HF folder)."""
+    saved = read_run_config(path).get("sharding_rules") if is_run(path) else None
+    return shd.rules_from(saved) if saved else shd.DEFAULT_RULES
+
+
 def load_trained(
     path: str | Path, *, mesh: Mesh | None = None, rules=None, which: str = "latest"
 ) -> tuple[Decoder, str]:
@@ -166,9 +172,7 @@ def load_trained(
         return hf_io.load(path, mesh=mesh, rules=rules or shd.DEFAULT_RULES), str(path)
     run = read_run_config(path)
     mesh = mesh or shd.make_mesh(dict(run.get("mesh", {"data": -1})))
-    if rules is None:
-        saved = run.get("sharding_rules")
-        rules = shd.rules_from(saved) if saved else shd.DEFAULT_RULES
+    rules = rules or run_rules(path)
     mc = ConfigDict(run.student.to_dict())
     mc.workdir, mc.checkpoint = str(path), which
     parts = build(

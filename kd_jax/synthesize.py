@@ -149,7 +149,9 @@ def synthesize_file(
     cfg = SamplingConfig.for_tokenizer(tok, max_new_tokens=max_new_tokens, temperature=temperature)
 
     def generate(prompts):
-        return generate_text(model, tok, prompts, cfg, batch_size=batch_size, seed=seed, rules=rules)
+        return generate_text(
+            model, tok, prompts, cfg, batch_size=batch_size, seed=seed, rules=rules
+        )
 
     human = _read_jsonl(examples)
     if mode == "icl":

@@ -52,10 +52,16 @@ def direct_timer(config):
     r = train.setup(config)
     n = config.train.num_steps
     opt, sched = make_optimizer(config.optim, n), learning_rate_schedule(config.optim, n)
-    step = jax.jit(functools.partial(
-        step_lib.train_step, optimizer=opt, schedule=sched,
-        grad_accum=config.optim.grad_accum, **r.loss_kw,
-    ), donate_argnums=(0,))  # fmt: skip
+    step = jax.jit(
+        functools.partial(
+            step_lib.train_step,
+            optimizer=opt,
+            schedule=sched,
+            grad_accum=config.optim.grad_accum,
+            **r.loss_kw,
+        ),
+        donate_argnums=(0,),
+    )
     box = {"state": step_lib.init_state(r.student.trainable, opt)}
     batches = r.pipeline.train_iterator()
     rng = jax.random.key(config.seed)

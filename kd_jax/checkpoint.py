@@ -208,9 +208,11 @@ class Checkpointer:
                 return (step, *restored)
             moved = self._set_aside(step)
             log.warning(
-                "Checkpoint step %d cannot be read (%s); kept at %s, resuming from the one "
-                "before.", step, problem, moved,
-            )  # fmt: skip
+                "Checkpoint step %d cannot be read (%s); kept at %s, resuming from the one before.",
+                step,
+                problem,
+                moved,
+            )
         remaining = sorted(self.last.all_steps())
         if remaining or (self.root / DAMAGED_DIR).is_dir():
             raise NoReadableCheckpointError(

@@ -112,14 +112,39 @@ def _logits(parts, trainable, frozen, inputs, positions, segment_ids, dropout_rn
     return model.logits(model.hidden(inputs, positions, segment_ids, dropout_rng=dropout_rng))
 
 
-def loss_terms(params, frozen, teacher_params, batch, rng, *, student, teacher, loss_cfg,
-               cross_tokenizer, shared, train=True, **_) -> dict:  # fmt: skip
+def loss_terms(
+    params,
+    frozen,
+    teacher_params,
+    batch,
+    rng,
+    *,
+    student,
+    teacher,
+    loss_cfg,
+    cross_tokenizer,
+    shared,
+    train=True,
+    **_,
+) -> dict:
     """step.loss_terms for a cross-tokenizer run: loss sums of one (micro-)batch."""
     dropout_rng, _ = jax.random.split(rng)
-    s_logits = _logits(student, params, frozen, batch["inputs"], batch["positions"],
-                       batch["segment_ids"], dropout_rng if train else None)  # fmt: skip
-    t_logits = _logits(teacher, *teacher_params, batch["teacher_inputs"],
-                       batch["teacher_positions"], batch["teacher_segment_ids"])  # fmt: skip
+    s_logits = _logits(
+        student,
+        params,
+        frozen,
+        batch["inputs"],
+        batch["positions"],
+        batch["segment_ids"],
+        dropout_rng if train else None,
+    )
+    t_logits = _logits(
+        teacher,
+        *teacher_params,
+        batch["teacher_inputs"],
+        batch["teacher_positions"],
+        batch["teacher_segment_ids"],
+    )
     return cross_tokenizer_terms(
         s_logits,
         jax.lax.stop_gradient(t_logits),

@@ -65,9 +65,19 @@ def loss_terms(
 ) -> dict:
     """Loss sums of one (micro-)batch: {loss_sum, div_sum, ce_sum, num_tokens, ...}."""
     if cross_tokenizer != "off":
-        return cross_kd.loss_terms(params, frozen, teacher_params, batch, rng, student=student,
-                                   teacher=teacher, loss_cfg=loss_cfg, train=train,
-                                   cross_tokenizer=cross_tokenizer, shared=shared)  # fmt: skip
+        return cross_kd.loss_terms(
+            params,
+            frozen,
+            teacher_params,
+            batch,
+            rng,
+            student=student,
+            teacher=teacher,
+            loss_cfg=loss_cfg,
+            train=train,
+            cross_tokenizer=cross_tokenizer,
+            shared=shared,
+        )
     dropout_rng, loss_rng = jax.random.split(rng)
     h_s, w_s = _forward_hidden(student, params, frozen, batch, dropout_rng if train else None)
     h_t = w_t = None
@@ -169,8 +179,15 @@ def train_step(
 
 def eval_terms(params: dict, batch: dict, context: dict, **loss_kw) -> dict:
     """Loss sums of a validation batch (no dropout); add over batches, then reduce."""
-    terms = loss_terms(params, context["frozen"], context["teacher"], batch,
-                       jax.random.key(0), train=False, **loss_kw)  # fmt: skip
+    terms = loss_terms(
+        params,
+        context["frozen"],
+        context["teacher"],
+        batch,
+        jax.random.key(0),
+        train=False,
+        **loss_kw,
+    )
     return {k: terms[k] for k in ("loss_sum", "div_sum", "ce_sum", "num_tokens", "denominator")}
 
 

@@ -50,8 +50,10 @@ class StepClock:
         self.peak, source = flops.peak_flops_per_s()
         log.info(
             "MFU against %.4g FLOP/s per device (%s); %.4g model FLOP per step.",
-            self.peak, source, flops_per_step,
-        )  # fmt: skip
+            self.peak,
+            source,
+            flops_per_step,
+        )
         self.restart(0)
 
     def restart(self, step: int) -> None:

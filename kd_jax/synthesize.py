@@ -94,8 +94,16 @@ def filter_examples(
     return kept, counts
 
 
-def synthesize_icl(generate: Callable[[list[str]], list[str]], human: list[dict], n: int, *,
-                   shots: int, seed: int, task: str, answer_regex: str):  # fmt: skip
+def synthesize_icl(
+    generate: Callable[[list[str]], list[str]],
+    human: list[dict],
+    n: int,
+    *,
+    shots: int,
+    seed: int,
+    task: str,
+    answer_regex: str,
+):
     """`n` few-shot prompts -> filtered synthetic records."""
     rng = random.Random(seed)
     prompts = [icl_prompt(rng.sample(human, min(shots, len(human)))) for _ in range(n)]
@@ -104,9 +112,15 @@ def synthesize_icl(generate: Callable[[list[str]], list[str]], human: list[dict]
     return filter_examples(pairs, task=task, answer_regex=answer_regex, exclude_inputs=exclude)
 
 
-def synthesize_labels(generate: Callable[[list[str]], list[str]], inputs: list[dict],
-                      render: Callable[[str], str], *, task: str, answer_regex: str,
-                      exclude: set[str] = frozenset()):  # fmt: skip
+def synthesize_labels(
+    generate: Callable[[list[str]], list[str]],
+    inputs: list[dict],
+    render: Callable[[str], str],
+    *,
+    task: str,
+    answer_regex: str,
+    exclude: set[str] = frozenset(),
+):
     """The teacher's answers to the user turns of `inputs` -> filtered records."""
     questions = [user_and_answer(r)[0] for r in inputs]
     outs = generate([render(q) for q in questions])

@@ -221,9 +221,10 @@ class TeacherCache:
     def bytes_per_token(self) -> float:
         """Stored bytes per cached token, per-record offsets and .npy headers excluded."""
         total = sum(
-            np.load(p, mmap_mode="r").nbytes for p in self.dir.glob("shard-*/*.npy")
+            np.load(p, mmap_mode="r").nbytes
+            for p in self.dir.glob("shard-*/*.npy")
             if "offsets" not in p.name
-        )  # fmt: skip
+        )
         return total / max(self.meta["num_tokens"], 1)
 
 
@@ -232,8 +233,12 @@ def summary(cache_dir: str | Path) -> dict:
     a float16 top-k cache of the same k."""
     reader = TeacherCache(cache_dir)
     k, bits = reader.k, reader.bits
-    out = {"out": str(cache_dir), "mode": reader.mode, "tokens": reader.meta["num_tokens"],
-           "bytes_per_token": round(reader.bytes_per_token(), 1)}  # fmt: skip
+    out = {
+        "out": str(cache_dir),
+        "mode": reader.mode,
+        "tokens": reader.meta["num_tokens"],
+        "bytes_per_token": round(reader.bytes_per_token(), 1),
+    }
     if reader.mode == "sample":
         out["bytes_per_token_bound"] = round(sampled_cache.bytes_per_token_bound(k, bits), 1)
         out["topk_float16_bytes_per_token"] = k * 2 + math.ceil(k * bits / 8)

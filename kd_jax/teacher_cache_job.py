@@ -72,10 +72,16 @@ class _TopkShardWriter:
     def save(self, folder: Path) -> None:
         k, bits = self.k, self.bits
         np.save(folder / "offsets.npy", np.asarray(self.offsets, np.int64))
-        np.save(folder / "values.npy", np.concatenate(self.values) if self.values else
-                np.zeros((0, k), self.value_dtype))  # fmt: skip
-        np.save(folder / "indices.npy", np.concatenate(self.indices) if self.indices else
-                np.zeros((0, math.ceil(k * bits / 8)), np.uint8))  # fmt: skip
+        np.save(
+            folder / "values.npy",
+            np.concatenate(self.values) if self.values else np.zeros((0, k), self.value_dtype),
+        )
+        np.save(
+            folder / "indices.npy",
+            np.concatenate(self.indices)
+            if self.indices
+            else np.zeros((0, math.ceil(k * bits / 8)), np.uint8),
+        )
 
 
 def _check_build_args(mode, k, value_dtype):
@@ -90,9 +96,17 @@ def _check_build_args(mode, k, value_dtype):
             raise CacheError(str(e)) from None
 
 
-def build(config: ConfigDict, out: str | Path, *, k: int = 64, value_dtype: str = "float16",
-          shard_size: int = 4096, batch_size: int = 16, progress: bool = True,
-          mode: str = "topk") -> Path:  # fmt: skip
+def build(
+    config: ConfigDict,
+    out: str | Path,
+    *,
+    k: int = 64,
+    value_dtype: str = "float16",
+    shard_size: int = 4096,
+    batch_size: int = 16,
+    progress: bool = True,
+    mode: str = "topk",
+) -> Path:
     """Computes (or resumes) the cache of `config`'s teacher over its training data.
 
     mode "topk": the top-k log-probs at temperature 1; "sample": K draws per token from the
@@ -112,10 +126,20 @@ def build(config: ConfigDict, out: str | Path, *, k: int = 64, value_dtype: str 
     n = len(pipe.source)
     num_shards = math.ceil(n / shard_size)
     sample = dict(temperature=float(config.kd.temperature), sample_seed=int(config.seed))
-    meta = dict(key=key, mode=mode, k=k, value_dtype=value_dtype, index_bits=bits,
-                vocab_size=teacher.cfg.vocab_size, num_records=n, shard_size=shard_size,
-                num_shards=num_shards, complete=False, num_tokens=0,
-                **(sample if mode == "sample" else {}))  # fmt: skip
+    meta = dict(
+        key=key,
+        mode=mode,
+        k=k,
+        value_dtype=value_dtype,
+        index_bits=bits,
+        vocab_size=teacher.cfg.vocab_size,
+        num_records=n,
+        shard_size=shard_size,
+        num_shards=num_shards,
+        complete=False,
+        num_tokens=0,
+        **(sample if mode == "sample" else {}),
+    )
     settings = ("mode", "k", "value_dtype", "shard_size", "temperature", "sample_seed")
     if (out / META).exists():
         old = json.loads((out / META).read_text())
@@ -140,14 +164,20 @@ def build(config: ConfigDict, out: str | Path, *, k: int = 64, value_dtype: str 
         if final.exists():
             bar.update(len(records))
             continue
-        writer = (sampled_cache.ShardWriter(bits) if mode == "sample"
-                  else _TopkShardWriter(k, bits, value_dtype))  # fmt: skip
+        writer = (
+            sampled_cache.ShardWriter(bits)
+            if mode == "sample"
+            else _TopkShardWriter(k, bits, value_dtype)
+        )
         for start in range(records.start, records.stop, batch_size):
             ids = list(range(start, min(records.stop, start + batch_size)))
             rows = [pad_row(pipe.example_fn(pipe.source[i]), max_len) for i in ids]
             rows += [rows[-1]] * (batch_size - len(rows))
-            batch = {key_: jnp.asarray(v) for key_, v in stack_rows(rows).items()
-                     if key_ != "num_truncated"}  # fmt: skip
+            batch = {
+                key_: jnp.asarray(v)
+                for key_, v in stack_rows(rows).items()
+                if key_ != "num_truncated"
+            }
             rec = jnp.asarray(ids + [ids[-1]] * (batch_size - len(ids)), jnp.int32)
             result = jax.device_get(fn(teacher.trainable, teacher.frozen, batch, rec))
             result = result if isinstance(result, tuple) else (result,)
@@ -161,9 +191,9 @@ def build(config: ConfigDict, out: str | Path, *, k: int = 64, value_dtype: str 
         writer.save(tmp)
         tmp.rename(final)
     bar.close()
-    meta["num_tokens"] = int(sum(
-        np.load(out / f"shard-{s:05d}" / "offsets.npy")[-1] for s in range(num_shards)
-    ))  # fmt: skip
+    meta["num_tokens"] = int(
+        sum(np.load(out / f"shard-{s:05d}" / "offsets.npy")[-1] for s in range(num_shards))
+    )
     meta["complete"] = True
     (out / META).write_text(json.dumps(meta, indent=2))
     return out

@@ -122,8 +122,10 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
             return False
         log.error(
             "%d consecutive non-finite steps up to step %d; stopping with the last good "
-            "checkpoint.", tc.max_bad_steps, step,
-        )  # fmt: skip
+            "checkpoint.",
+            tc.max_bad_steps,
+            step,
+        )
         return True
 
     bar = tqdm(total=num_steps, initial=start, disable=not tc.progress_bar, desc="train")
@@ -159,9 +161,13 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
                 row.update(clock.measure(step))
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
             if eval_now:
-                row.update(to_python(evaluate_loss(
-                    eval_step, state["params"], val_batches, context, tc.eval_batches
-                )))  # fmt: skip
+                row.update(
+                    to_python(
+                        evaluate_loss(
+                            eval_step, state["params"], val_batches, context, tc.eval_batches
+                        )
+                    )
+                )
             if row:
                 last = writer.write(step, row)
             bar.update(1)

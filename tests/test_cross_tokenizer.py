@@ -33,8 +33,17 @@ def test_identical_tokenizers_aligned_equals_token_kd_values_and_gradients():
     shared = (jnp.arange(v), jnp.arange(v))
 
     def aligned(s):
-        terms = cross_tokenizer_terms(s, t_logits, targets, jnp.asarray(mask), targets, align,
-                                      cfg=CFG, mode="aligned", shared=shared)  # fmt: skip
+        terms = cross_tokenizer_terms(
+            s,
+            t_logits,
+            targets,
+            jnp.asarray(mask),
+            targets,
+            align,
+            cfg=CFG,
+            mode="aligned",
+            shared=shared,
+        )
         return terms["loss_sum"]
 
     def plain(s):
@@ -54,8 +63,10 @@ def test_span_grouping_of_a_word_split_one_plus_two_and_two_plus_one():
     t_tokens = [(1, 0, 2), (2, 0, 3), (3, 0, 5), (4, 0, -1)]
     groups = ta.group_tokens(s_tokens, t_tokens)
     assert groups == [([1, 2], [1, 2], True), ([3], [3], True), ([4], [4], False)]
-    assert ta.span_groups([1, 3, 5], [2, 3, 5]) == [(range(0, 2), range(0, 2)), (range(2, 3),
-                                                     range(2, 3))]  # fmt: skip
+    assert ta.span_groups([1, 3, 5], [2, 3, 5]) == [
+        (range(0, 2), range(0, 2)),
+        (range(2, 3), range(2, 3)),
+    ]
     assert ta.span_groups([2, 4], [1, 3, 5]) == []  # no common end before one side stops
 
 
@@ -87,8 +98,9 @@ def test_hand_checked_two_tokenizer_example():
     targets = np.asarray([s_ids[1:] + [0]])
     t_targets = np.asarray([t_ids[1:] + [0]])
     mask = np.asarray([[1, 1, 1, 1, 0]], np.float32)
-    groups = ta.group_tokens([(1, 0, 1), (2, 0, 3), (3, 0, 5), (4, 0, -1)],
-                             [(1, 0, 2), (2, 0, 3), (3, 0, 5), (4, 0, -1)])  # fmt: skip
+    groups = ta.group_tokens(
+        [(1, 0, 1), (2, 0, 3), (3, 0, 5), (4, 0, -1)], [(1, 0, 2), (2, 0, 3), (3, 0, 5), (4, 0, -1)]
+    )
     arr = ta.alignment_arrays(groups, L, L, L)
     np.testing.assert_array_equal(arr["xt_s_group"], [0, 0, 1, 2, -1])
     np.testing.assert_array_equal(arr["xt_s_first"][:3], [0, 2, 3])
@@ -118,24 +130,44 @@ def test_hand_checked_two_tokenizer_example():
     ce = -sum(ls[k, targets[0, k]] for k in range(4))
     want = CFG.alpha * tau**2 * div + (1 - CFG.alpha) * ce
 
-    got = cross_tokenizer_terms(jnp.asarray(s_logits, jnp.float32),
-                                jnp.asarray(t_logits, jnp.float32), jnp.asarray(targets),
-                                jnp.asarray(mask), jnp.asarray(t_targets), align, cfg=CFG,
-                                mode="aligned", shared=shared)  # fmt: skip
+    got = cross_tokenizer_terms(
+        jnp.asarray(s_logits, jnp.float32),
+        jnp.asarray(t_logits, jnp.float32),
+        jnp.asarray(targets),
+        jnp.asarray(mask),
+        jnp.asarray(t_targets),
+        align,
+        cfg=CFG,
+        mode="aligned",
+        shared=shared,
+    )
     np.testing.assert_allclose(float(got["div_sum"]), div, rtol=1e-5)
     np.testing.assert_allclose(float(got["loss_sum"]), want, rtol=1e-5)
 
-    uld = cross_tokenizer_terms(jnp.asarray(s_logits, jnp.float32),
-                                jnp.asarray(t_logits, jnp.float32), jnp.asarray(targets),
-                                jnp.asarray(mask), jnp.asarray(t_targets), align, cfg=CFG,
-                                mode="uld")  # fmt: skip
+    uld = cross_tokenizer_terms(
+        jnp.asarray(s_logits, jnp.float32),
+        jnp.asarray(t_logits, jnp.float32),
+        jnp.asarray(targets),
+        jnp.asarray(mask),
+        jnp.asarray(t_targets),
+        align,
+        cfg=CFG,
+        mode="uld",
+    )
     want_uld = sum(_np_uld(np.exp(lp[t]), np.exp(lq[s])) for s, t in [(0, 0), (2, 2), (3, 3)])
     np.testing.assert_allclose(float(uld["div_sum"]), want_uld, rtol=1e-5)
 
     with pytest.raises(ValueError, match="needs the shared vocabulary"):
-        cross_tokenizer_terms(jnp.asarray(s_logits), jnp.asarray(t_logits), jnp.asarray(targets),
-                              jnp.asarray(mask), jnp.asarray(t_targets), align, cfg=CFG,
-                              mode="aligned")  # fmt: skip
+        cross_tokenizer_terms(
+            jnp.asarray(s_logits),
+            jnp.asarray(t_logits),
+            jnp.asarray(targets),
+            jnp.asarray(mask),
+            jnp.asarray(t_targets),
+            align,
+            cfg=CFG,
+            mode="aligned",
+        )
 
 
 # ----------------------------------------------------------------------------- data and step
@@ -192,8 +224,15 @@ def test_step_with_one_tokenizer_on_both_sides_equals_plain_kd(tiny_config):
 
     def loss(r, b):
         def f(p):
-            terms = step_lib.loss_terms(p, r.student.frozen, r.context["teacher"], b,
-                                        jax.random.key(0), train=False, **r.loss_kw)  # fmt: skip
+            terms = step_lib.loss_terms(
+                p,
+                r.student.frozen,
+                r.context["teacher"],
+                b,
+                jax.random.key(0),
+                train=False,
+                **r.loss_kw,
+            )
             return terms["loss_sum"]
 
         return jax.value_and_grad(f)(r.student.trainable)

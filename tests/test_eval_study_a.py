@@ -48,14 +48,27 @@ def gpt4_scored(tmp_path_factory):
     """The GPT-4 responses scored through `kd-jax eval --responses` (no model)."""
     tmp = tmp_path_factory.mktemp("ifeval")
     key = {r["prompt"]: r["key"] for r in _jsonl(IFEVAL_INPUT)}
-    responses = [{"task": "ifeval", "key": key[r["prompt"]], "response": r["response"]}
-                 for r in _jsonl(IFEVAL_GPT4)]  # fmt: skip
+    responses = [
+        {"task": "ifeval", "key": key[r["prompt"]], "response": r["response"]}
+        for r in _jsonl(IFEVAL_GPT4)
+    ]
     root = tmp / "root"
     root.mkdir()
     shutil.copy(IFEVAL_INPUT, root / "input_data.jsonl")
     path = _write_jsonl(tmp / "responses.jsonl", responses)
-    rc = run_eval.main(["--responses", path, "--tasks", "ifeval", "--data-root", str(root),
-                        "--out", str(tmp / "out"), "--no-progress"])  # fmt: skip
+    rc = run_eval.main(
+        [
+            "--responses",
+            path,
+            "--tasks",
+            "ifeval",
+            "--data-root",
+            str(root),
+            "--out",
+            str(tmp / "out"),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     scores = json.loads((tmp / "out" / "scores.json").read_text())["tasks"]["ifeval"]
     return scores, _predictions(tmp / "out", "ifeval")
@@ -131,8 +144,12 @@ def test_ifeval_finds_punkt_offline_or_fails_in_one_clear_line(tmp_path, monkeyp
     import nltk
 
     kwargs = {"relation": "at least", "num_sentences": 2}
-    example = {"key": 1, "prompt": "p", "kwargs": [kwargs],
-               "instruction_id_list": ["length_constraints:number_sentences"]}  # fmt: skip
+    example = {
+        "key": 1,
+        "prompt": "p",
+        "kwargs": [kwargs],
+        "instruction_id_list": ["length_constraints:number_sentences"],
+    }
     monkeypatch.setattr(nltk.data, "path", [str(tmp_path)])  # no NLTK data anywhere
     ifeval._registry.cache_clear()
     try:
@@ -176,8 +193,10 @@ def test_bbh_prompts_are_the_codex_inputs_and_verdicts_match_on_its_outputs(tmp_
             body + "\n\nQ: " + records[0]["input"] + "\nA: Let's think step by step."
         )
         outputs = json.load(open(os.path.join(root, "code-davinci-002-cot", f"{name}.json")))
-        responses += [{"task": f"bbh_{name}", "id": o["index"], "response": o["prediction"]}
-                      for o in outputs["outputs"]]  # fmt: skip
+        responses += [
+            {"task": f"bbh_{name}", "id": o["index"], "response": o["prediction"]}
+            for o in outputs["outputs"]
+        ]
     path = _write_jsonl(tmp_path / "codex.jsonl", responses)
     doc = score_responses(path, str(tmp_path / "out"), tasks="bbh", data_root=root)
     assert len(resolve("bbh")) == 27
@@ -231,9 +250,11 @@ def test_gpqa_reads_the_csv_and_shuffles_per_question(tmp_path):
     assert len(records) == 5
     for r in records:
         letter = "ABCD".index(r["answer"][1])
-        assert r["choices"][letter] == gpqa.clean(next(
-            row["Correct Answer"] for row in _csv_rows(GPQA_CSV) if row["Record ID"] == r["id"]
-        ))  # fmt: skip
+        assert r["choices"][letter] == gpqa.clean(
+            next(
+                row["Correct Answer"] for row in _csv_rows(GPQA_CSV) if row["Record ID"] == r["id"]
+            )
+        )
     # Reversing the file changes no question's letters: the seed is per question.
     import csv
 
@@ -285,26 +306,47 @@ def test_gpqa_verdicts_equal_lm_eval_filters(tmp_path, mode):
     k = len(texts) // len(records)
     # One responses file per variant (ids are per question); score each through the CLI.
     for v in range(k):
-        responses = [{"task": "gpqa_diamond", "id": r["id"], "response": texts[i * k + v]}
-                     for i, r in enumerate(records)]  # fmt: skip
+        responses = [
+            {"task": "gpqa_diamond", "id": r["id"], "response": texts[i * k + v]}
+            for i, r in enumerate(records)
+        ]
         root = tmp_path / f"root{v}"
         root.mkdir()
         shutil.copy(GPQA_CSV, root / "gpqa_diamond.csv")
         path = _write_jsonl(tmp_path / f"r{v}.jsonl", responses)
         out = tmp_path / f"out{v}"
-        assert run_eval.main(["--responses", path, "--data-root", str(root), "--mode", mode,
-                              "--out", str(out), "--no-progress"]) == 0  # fmt: skip
+        assert (
+            run_eval.main(
+                [
+                    "--responses",
+                    path,
+                    "--data-root",
+                    str(root),
+                    "--mode",
+                    mode,
+                    "--out",
+                    str(out),
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         rows = _predictions(out, "gpqa_diamond")
         if mode == "faithful":
-            flt = MultiChoiceRegexFilter(regex_pattern=r"(\([A-Z]\))", group_select=-1,
-                                         ignore_case=True, ignore_punctuation=True)  # fmt: skip
+            flt = MultiChoiceRegexFilter(
+                regex_pattern=r"(\([A-Z]\))",
+                group_select=-1,
+                ignore_case=True,
+                ignore_punctuation=True,
+            )
         else:
             flt = RegexFilter(regex_pattern=r"(?<=The answer is )(.*)(?=.)", group_select=0)
         docs = [{"choices": r["choices"]} for r in records]
         extracted = flt.apply([[x["response"]] for x in responses], docs)
         for row, got, rec in zip(rows, extracted, records, strict=True):
-            want = exact_match_hf_evaluate([got[0]], [rec["answer"]], ignore_case=True,
-                                           ignore_punctuation=True)["exact_match"]  # fmt: skip
+            want = exact_match_hf_evaluate(
+                [got[0]], [rec["answer"]], ignore_case=True, ignore_punctuation=True
+            )["exact_match"]
             assert row["correct"] == bool(want), (mode, v, row["response"], got)
             if row["prediction"] is not None:
                 assert row["prediction"] == got[0]
@@ -323,8 +365,17 @@ def test_model_run_and_responses_file_write_identical_predictions(tmp_path, eval
     roots = run_eval.data_roots(tasks, FIXTURES)
     # Two prompts per call and two length buckets: two compiled programs, a few seconds.
     generate = make_generate(model, tok, max_new_tokens=6, temperature=0.0, batch_size=2)
-    evaluate(tasks, generate, None, str(tmp_path / "model"), data_root=roots, limit=2,
-             render_chat=chat_renderer(tok), progress=False, batch_size=2)  # fmt: skip
+    evaluate(
+        tasks,
+        generate,
+        None,
+        str(tmp_path / "model"),
+        data_root=roots,
+        limit=2,
+        render_chat=chat_renderer(tok),
+        progress=False,
+        batch_size=2,
+    )
     given = tmp_path / "model" / "responses.jsonl"
     assert len(_jsonl(given)) == 2 * 4
     argv = ["--responses", str(given), "--tasks", names, "--data-root", FIXTURES]
@@ -340,8 +391,9 @@ def test_model_run_and_responses_file_write_identical_predictions(tmp_path, eval
 def test_a_responses_file_missing_an_example_is_one_line(tmp_path, capsys):
     from kd_jax.evaluation.study_a_tasks import FIXTURES
 
-    path = _write_jsonl(tmp_path / "r.jsonl", [{"task": "gpqa_diamond", "id": "FIXTURE01",
-                                                "response": "(A)"}])  # fmt: skip
+    path = _write_jsonl(
+        tmp_path / "r.jsonl", [{"task": "gpqa_diamond", "id": "FIXTURE01", "response": "(A)"}]
+    )
     argv = ["--data-root", FIXTURES, "--out", str(tmp_path), "--no-progress"]
     rc = run_eval.main(["--responses", path, *argv])
     err = capsys.readouterr().err.strip()

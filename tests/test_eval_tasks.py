@@ -25,46 +25,91 @@ STUB = {
         ("You pay $1,000 - $200 = $800.", 1, 1),
         ("I am not sure.", 0, 0),
     ],
-    "svamp": [("76 - 25 = 51 dollars", 1, 1), ("He had 3 + 2 = 5.0 dollars", 1, 1),
-              ("4 * 12 = 48 pieces, across 81 blocks", 0, 0)],
-    "multiarith": [("The answer is 39.", 1, 1), ("13+5-10=8", 1, 1),
-                   ("There are 2 pictures in each of the 3 albums", 0, 0)],
-    "singleeq": [("She gave 70-27=43", 1, 1), ("15", 1, 1),
-                 ("The temperature is now -12.5 degrees.", 1, 1)],
-    "addsub": [("55 - 22 = 33 trees", 1, 1), ("31 + 24 = 55 red balloons, and 15 green", 0, 0),
-               ("2.65 + 3.35 = 6.00", 1, 1)],
-    "aqua": [("(60/100) * (30/100) * 1400 = 252 gms. The answer is (C).", 1, 1),
-             ("Adding 60 to 900 gives 960. The answer is (E).", 0, 1),
-             ("The units digit is 2, so the answer is (D).", 1, 1),
-             ("Because y = 3x we get x = 8, so (A).", 0, 1)],
-    "boolq": [("the correct answer is false", 1, 1), ("True", 0, 0),
-              ("it is not true that barq's is pepsi, so false", 0, 1)],
-    "piqa": [("the correct answer is solution2", 1, 1),
-             ("solution1 would not hold air; the correct answer is solution2", 0, 1),
-             ("the correct answer is solution1", 1, 1)],
-    "siqa": [("the correct answer is answer3", 1, 1), ("the correct answer is answer2", 0, 0),
-             ("", 0, 0)],
-    "hellaswag": [("the correct answer is ending4", 1, 1), ("the correct answer is ending3", 1, 1),
-                  ("ending2", 1, 1)],
-    "winogrande": [("the correct answer is option12", 1, 0),
-                   ("the correct answer is option2", 1, 1),
-                   ("the correct answer is option1", 0, 0)],
-    "arc_e": [("the correct answer is answer2", 1, 1), ("the correct answer is answer2", 1, 1),
-              ("the correct answer is answer4", 1, 1)],
-    "arc_c": [("answer3", 1, 1), ("the correct answer is answer1", 0, 0),
-              ("the correct answer is answer4", 1, 1)],
-    "obqa": [("the correct answer is answer4", 1, 1), ("the correct answer is answer2", 1, 1),
-             ("the correct answer is answer2", 0, 0)],
-}  # fmt: skip
+    "svamp": [
+        ("76 - 25 = 51 dollars", 1, 1),
+        ("He had 3 + 2 = 5.0 dollars", 1, 1),
+        ("4 * 12 = 48 pieces, across 81 blocks", 0, 0),
+    ],
+    "multiarith": [
+        ("The answer is 39.", 1, 1),
+        ("13+5-10=8", 1, 1),
+        ("There are 2 pictures in each of the 3 albums", 0, 0),
+    ],
+    "singleeq": [
+        ("She gave 70-27=43", 1, 1),
+        ("15", 1, 1),
+        ("The temperature is now -12.5 degrees.", 1, 1),
+    ],
+    "addsub": [
+        ("55 - 22 = 33 trees", 1, 1),
+        ("31 + 24 = 55 red balloons, and 15 green", 0, 0),
+        ("2.65 + 3.35 = 6.00", 1, 1),
+    ],
+    "aqua": [
+        ("(60/100) * (30/100) * 1400 = 252 gms. The answer is (C).", 1, 1),
+        ("Adding 60 to 900 gives 960. The answer is (E).", 0, 1),
+        ("The units digit is 2, so the answer is (D).", 1, 1),
+        ("Because y = 3x we get x = 8, so (A).", 0, 1),
+    ],
+    "boolq": [
+        ("the correct answer is false", 1, 1),
+        ("True", 0, 0),
+        ("it is not true that barq's is pepsi, so false", 0, 1),
+    ],
+    "piqa": [
+        ("the correct answer is solution2", 1, 1),
+        ("solution1 would not hold air; the correct answer is solution2", 0, 1),
+        ("the correct answer is solution1", 1, 1),
+    ],
+    "siqa": [
+        ("the correct answer is answer3", 1, 1),
+        ("the correct answer is answer2", 0, 0),
+        ("", 0, 0),
+    ],
+    "hellaswag": [
+        ("the correct answer is ending4", 1, 1),
+        ("the correct answer is ending3", 1, 1),
+        ("ending2", 1, 1),
+    ],
+    "winogrande": [
+        ("the correct answer is option12", 1, 0),
+        ("the correct answer is option2", 1, 1),
+        ("the correct answer is option1", 0, 0),
+    ],
+    "arc_e": [
+        ("the correct answer is answer2", 1, 1),
+        ("the correct answer is answer2", 1, 1),
+        ("the correct answer is answer4", 1, 1),
+    ],
+    "arc_c": [
+        ("answer3", 1, 1),
+        ("the correct answer is answer1", 0, 0),
+        ("the correct answer is answer4", 1, 1),
+    ],
+    "obqa": [
+        ("the correct answer is answer4", 1, 1),
+        ("the correct answer is answer2", 1, 1),
+        ("the correct answer is answer2", 0, 0),
+    ],
+}
 
 # Hand counts of the flags above (faithful, strict).
 EXPECTED = {
-    "gsm8k": (2 / 4, 3 / 4), "svamp": (2 / 3, 2 / 3), "multiarith": (2 / 3, 2 / 3),
-    "singleeq": (3 / 3, 3 / 3), "addsub": (2 / 3, 2 / 3), "aqua": (2 / 4, 4 / 4),
-    "boolq": (1 / 3, 2 / 3), "piqa": (2 / 3, 3 / 3), "siqa": (1 / 3, 1 / 3),
-    "hellaswag": (3 / 3, 3 / 3), "winogrande": (2 / 3, 1 / 3), "arc_e": (3 / 3, 3 / 3),
-    "arc_c": (2 / 3, 2 / 3), "obqa": (2 / 3, 2 / 3),
-}  # fmt: skip
+    "gsm8k": (2 / 4, 3 / 4),
+    "svamp": (2 / 3, 2 / 3),
+    "multiarith": (2 / 3, 2 / 3),
+    "singleeq": (3 / 3, 3 / 3),
+    "addsub": (2 / 3, 2 / 3),
+    "aqua": (2 / 4, 4 / 4),
+    "boolq": (1 / 3, 2 / 3),
+    "piqa": (2 / 3, 3 / 3),
+    "siqa": (1 / 3, 1 / 3),
+    "hellaswag": (3 / 3, 3 / 3),
+    "winogrande": (2 / 3, 1 / 3),
+    "arc_e": (3 / 3, 3 / 3),
+    "arc_c": (2 / 3, 2 / 3),
+    "obqa": (2 / 3, 2 / 3),
+}
 
 
 def _stub_generate():
@@ -88,8 +133,16 @@ def _stub_generate():
 @pytest.mark.parametrize("mode,col", [("faithful", 0), ("strict", 1)])
 def test_fixture_accuracies_are_the_hand_counts(tmp_path, mode, col):
     generate, calls = _stub_generate()
-    doc = evaluate("study_b", generate, None, str(tmp_path), data_root=FIXTURES, mode=mode,
-                   batch_size=2, progress=False)  # fmt: skip
+    doc = evaluate(
+        "study_b",
+        generate,
+        None,
+        str(tmp_path),
+        data_root=FIXTURES,
+        mode=mode,
+        batch_size=2,
+        progress=False,
+    )
     assert set(doc["tasks"]) == set(EXPECTED) and len(EXPECTED) == 14
     for name, acc in EXPECTED.items():
         assert doc["tasks"][name]["accuracy"] == pytest.approx(acc[col], abs=1e-12), name
@@ -118,16 +171,29 @@ def test_loglikelihood_multiple_choice_with_a_stub(tmp_path):
                 out.append(-1.0 * len(cont) + 3.0 * (cont in gold_texts))
         return out
 
-    doc = evaluate(["arc_e", "piqa", "boolq"], None, loglikelihood, str(tmp_path),
-                   data_root=FIXTURES, progress=False)  # fmt: skip
+    doc = evaluate(
+        ["arc_e", "piqa", "boolq"],
+        None,
+        loglikelihood,
+        str(tmp_path),
+        data_root=FIXTURES,
+        progress=False,
+    )
     # Golds: arc_e answer2, answer2, answer4; piqa solution2, solution2, solution1; boolq
     # false, true, false.
     assert doc["tasks"]["arc_e"]["mc_accuracy"] == pytest.approx(2 / 3)
     assert doc["tasks"]["piqa"]["mc_accuracy"] == pytest.approx(1 / 3)
     assert doc["tasks"]["boolq"]["mc_accuracy"] == pytest.approx(1 / 3)
     assert "accuracy" not in doc["tasks"]["arc_e"]  # no generate: no generation score
-    doc = evaluate(["arc_e"], None, loglikelihood, str(tmp_path), data_root=FIXTURES,
-                   mc_style="text", progress=False)  # fmt: skip
+    doc = evaluate(
+        ["arc_e"],
+        None,
+        loglikelihood,
+        str(tmp_path),
+        data_root=FIXTURES,
+        mc_style="text",
+        progress=False,
+    )
     # Raw: item 1 gold 41 chars (-38) loses to a 35-char choice; item 2 gold 14 chars (-11)
     # loses to "lead apron" (-10); item 3 gold "soft" (-1) beats the other 4-char words (-4).
     assert doc["tasks"]["arc_e"]["mc_accuracy"] == pytest.approx(1 / 3)
@@ -154,12 +220,18 @@ def test_builtin_tasks_read_chat_records_and_report_chrf(tmp_path):
     def generate(prompts):
         seen.extend(prompts)
         # Right on the first item of each family; no answer on the others.
-        return ["The answer is 26 ." if "Leo has 23" in p else
-                "The answer is arvo vela ta kaba ne sena ." if "red tree" in p else "hmm"
-                for p in prompts]  # fmt: skip
+        return [
+            "The answer is 26 ."
+            if "Leo has 23" in p
+            else "The answer is arvo vela ta kaba ne sena ."
+            if "red tree" in p
+            else "hmm"
+            for p in prompts
+        ]
 
-    doc = evaluate("builtin", generate, None, str(tmp_path), data_root={"builtin": BUILTIN},
-                   progress=False)  # fmt: skip
+    doc = evaluate(
+        "builtin", generate, None, str(tmp_path), data_root={"builtin": BUILTIN}, progress=False
+    )
     assert seen[0].startswith("<s><|user|>Leo has 23") and seen[0].endswith("<|assistant|>")
     assert doc["tasks"]["arith"]["accuracy"] == pytest.approx(1 / 3)
     assert doc["tasks"]["compare"]["accuracy"] == 0.0
@@ -181,8 +253,14 @@ def test_builtin_contract_end_to_end(tmp_path):
     def generate(prompts):
         return [next(v for k, v in gold.items() if k in p) for p in prompts]
 
-    doc = evaluate("builtin", generate, None, str(tmp_path / "out"),
-                   data_root={"builtin": str(tmp_path / "data")}, progress=False)  # fmt: skip
+    doc = evaluate(
+        "builtin",
+        generate,
+        None,
+        str(tmp_path / "out"),
+        data_root={"builtin": str(tmp_path / "data")},
+        progress=False,
+    )
     assert all(e["accuracy"] == 1.0 for e in doc["tasks"].values())
     assert doc["tasks"]["cipher"]["chrf"] == pytest.approx(100.0)
 
@@ -216,15 +294,24 @@ def test_a_new_task_is_a_few_lines(tmp_path):
         '{"instruction": "Translate: le chat", "input": "", "answer": "the cat"}\n'
         '{"instruction": "Translate: le chien", "input": "", "answer": "the dog"}\n'
     )
-    register(Task(name="toy_mt", family="translation", path="mt/test.jsonl", load=load_jsonl,
-                  extract={"faithful": last_regex(r"Translation: (.*)", group=1)},
-                  correct=text_correct, metrics=("accuracy", "chrf", "rouge_l")))  # fmt: skip
+    register(
+        Task(
+            name="toy_mt",
+            family="translation",
+            path="mt/test.jsonl",
+            load=load_jsonl,
+            extract={"faithful": last_regex(r"Translation: (.*)", group=1)},
+            correct=text_correct,
+            metrics=("accuracy", "chrf", "rouge_l"),
+        )
+    )
     try:
         gen = lambda ps: [
             "Translation: the cat" if "chat" in p else "Translation: a dog" for p in ps
         ]
-        doc = evaluate("toy_mt", gen, None, str(tmp_path / "out"), data_root=str(tmp_path),
-                       progress=False)  # fmt: skip
+        doc = evaluate(
+            "toy_mt", gen, None, str(tmp_path / "out"), data_root=str(tmp_path), progress=False
+        )
     finally:
         del TASKS["toy_mt"]
     scores = doc["tasks"]["toy_mt"]

@@ -263,9 +263,13 @@ def test_closed_form_forward_kl_equals_autodiff():
     """fkl on full teacher logits takes losses/fused.py's closed-form gradient in chunks."""
     cfgs = [
         KDLossConfig(kind="fkl", alpha=alpha, temperature=tau, scale_by_tau_sq=scale)
-        for alpha, tau, scale in [(1.0, 1.0, True), (0.5, 1.0, True), (0.3, 0.5, False),
-                                  (0.9, 4.0, True)]
-    ]  # fmt: skip
+        for alpha, tau, scale in [
+            (1.0, 1.0, True),
+            (0.5, 1.0, True),
+            (0.3, 0.5, False),
+            (0.9, 4.0, True),
+        ]
+    ]
     assert_chunked_equals_dense(hidden_inputs(3), cfgs)
 
 

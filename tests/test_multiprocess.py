@@ -34,15 +34,25 @@ from kd_jax.metrics_log import read_metrics, without_timing
 
 STEPS = 3
 ARGS = [
-    "--config", "configs/quickstart.py:kd", "--config.teacher.workdir=",
-    "--config.teacher.preset=tiny-student", "--config.student.preset=tiny-student-xs",
-    "--config.data.max_length=48", "--config.data.batch_size=8", "--config.data.validation=",
-    "--config.data.validation_size=16", "--config.data.train=builtin:chat/arith/human",
-    f"--config.train.num_steps={STEPS}", "--config.train.log_every=1",
-    f"--config.train.eval_every={STEPS}", "--config.train.eval_batches=1",
-    "--config.train.checkpoint_every=2", "--config.train.progress_bar=False",
-    "--config.kd.chunk_size=128", "--config.optim.warmup_steps=0",
-]  # fmt: skip
+    "--config",
+    "configs/quickstart.py:kd",
+    "--config.teacher.workdir=",
+    "--config.teacher.preset=tiny-student",
+    "--config.student.preset=tiny-student-xs",
+    "--config.data.max_length=48",
+    "--config.data.batch_size=8",
+    "--config.data.validation=",
+    "--config.data.validation_size=16",
+    "--config.data.train=builtin:chat/arith/human",
+    f"--config.train.num_steps={STEPS}",
+    "--config.train.log_every=1",
+    f"--config.train.eval_every={STEPS}",
+    "--config.train.eval_batches=1",
+    "--config.train.checkpoint_every=2",
+    "--config.train.progress_bar=False",
+    "--config.kd.chunk_size=128",
+    "--config.optim.warmup_steps=0",
+]
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 600  # a hang guard; the runs take ~30 s on 2 idle cores
 
@@ -66,8 +76,16 @@ def _env(devices: int, **extra) -> dict:
 
 
 def train_cmd(workdir, *overrides) -> list[str]:
-    return [sys.executable, "-m", "kd_jax.main", "train", *ARGS, "--workdir", str(workdir),
-            *overrides]  # fmt: skip
+    return [
+        sys.executable,
+        "-m",
+        "kd_jax.main",
+        "train",
+        *ARGS,
+        "--workdir",
+        str(workdir),
+        *overrides,
+    ]
 
 
 def launch(log_prefix, num_processes: int, devices_per_process: int, cmd: list[str]) -> list:
@@ -77,8 +95,11 @@ def launch(log_prefix, num_processes: int, devices_per_process: int, cmd: list[s
     for i in range(num_processes):
         extra = {}
         if num_processes > 1:
-            extra = dict(KD_JAX_COORDINATOR=coordinator, KD_JAX_PROCESS_ID=str(i),
-                         KD_JAX_NUM_PROCESSES=str(num_processes))  # fmt: skip
+            extra = dict(
+                KD_JAX_COORDINATOR=coordinator,
+                KD_JAX_PROCESS_ID=str(i),
+                KD_JAX_NUM_PROCESSES=str(num_processes),
+            )
         log = f"{log_prefix}.{i}.log"
         with open(log, "w") as out:
             env = _env(devices_per_process, **extra)
@@ -118,9 +139,14 @@ def test_two_hosts_read_the_one_host_batch_reordered(builtin_dir):
     """The per-host pipelines of 2 processes, side by side, against 1 process."""
     from kd_jax.data import builtin_paths
 
-    cfg = dict(train=builtin_paths.resolve("builtin:chat/arith/human"), batch_size=8,
-               tokenizer=builtin_paths.resolve("builtin:tokenizer"), max_length=48,
-               packing=False, prefetch_batches=0)  # fmt: skip
+    cfg = dict(
+        train=builtin_paths.resolve("builtin:chat/arith/human"),
+        batch_size=8,
+        tokenizer=builtin_paths.resolve("builtin:tokenizer"),
+        max_length=48,
+        packing=False,
+        prefetch_batches=0,
+    )
     one = make_pipeline(DataConfig(**cfg), process_index=0, process_count=1).train_iterator()
     hosts = [
         make_pipeline(DataConfig(**cfg), process_index=i, process_count=2).train_iterator()
@@ -173,8 +199,7 @@ def test_two_processes_equal_one(builtin_dir, tmp_path):
         np.testing.assert_allclose(np.asarray(y[1][...]), np.asarray(x[1][...]), atol=1e-6)
 
 
-PACKED = dict(max_length=128, batch_size=8, packing=True, num_packing_bins=4,
-              prefetch_batches=0)  # fmt: skip
+PACKED = dict(max_length=128, batch_size=8, packing=True, num_packing_bins=4, prefetch_batches=0)
 
 
 def checkpoint_round_trip(workdir: str) -> dict:
@@ -200,8 +225,11 @@ def checkpoint_round_trip(workdir: str) -> dict:
     )
     step = jax.device_put(np.int32(2), NamedSharding(mesh, PartitionSpec()))
     state = {"params": {"w": w}, "step": step}
-    cfg = DataConfig(train=builtin_paths.resolve("builtin:chat/arith/human"),
-                     tokenizer=builtin_paths.resolve("builtin:tokenizer"), **PACKED)  # fmt: skip
+    cfg = DataConfig(
+        train=builtin_paths.resolve("builtin:chat/arith/human"),
+        tokenizer=builtin_paths.resolve("builtin:tokenizer"),
+        **PACKED,
+    )
     live = make_pipeline(cfg).train_iterator()
     for _ in range(2):
         next(live)
@@ -276,15 +304,25 @@ def _fake_bin(tmp_path, **scripts) -> dict:
 
 
 def _bash(script, args, env, check=True):
-    out = subprocess.run(["bash", str(LAUNCH / script), *args], capture_output=True, text=True,
-                         env={**os.environ, **env}, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        ["bash", str(LAUNCH / script), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=60,
+    )
     if check:
         assert out.returncode == 0, out.stderr
     return out
 
 
-SLURM_ENV = dict(SLURM_JOB_ID="4242", SLURM_JOB_NODELIST="gpu[01-02]", SLURM_NTASKS="4",
-                 SLURM_NNODES="2", CUDA_VISIBLE_DEVICES="0,1")  # fmt: skip
+SLURM_ENV = dict(
+    SLURM_JOB_ID="4242",
+    SLURM_JOB_NODELIST="gpu[01-02]",
+    SLURM_NTASKS="4",
+    SLURM_NNODES="2",
+    CUDA_VISIBLE_DEVICES="0,1",
+)
 SCONTROL = 'if [ "$1 $2" = "show hostnames" ]; then printf "gpu01\\ngpu02\\n"; fi\n'
 
 
@@ -310,10 +348,16 @@ def test_slurm_runs_the_command_in_every_task(tmp_path):
         '  SLURM_PROCID=$i SLURM_LOCALID=$((i % 2)) "$@"\n'
         "done\n"
     )
-    kd_jax = 'echo "$KD_JAX_PROCESS_ID/$KD_JAX_NUM_PROCESSES@$KD_JAX_COORDINATOR' \
-             ' gpu=$CUDA_VISIBLE_DEVICES args=$*"\n'  # fmt: skip
-    env = {**SLURM_ENV, **_fake_bin(tmp_path, scontrol=SCONTROL, srun=srun, fake_kd_jax=kd_jax),
-           "KD_JAX": "fake_kd_jax", "KD_JAX_PORT": "5555"}  # fmt: skip
+    kd_jax = (
+        'echo "$KD_JAX_PROCESS_ID/$KD_JAX_NUM_PROCESSES@$KD_JAX_COORDINATOR'
+        ' gpu=$CUDA_VISIBLE_DEVICES args=$*"\n'
+    )
+    env = {
+        **SLURM_ENV,
+        **_fake_bin(tmp_path, scontrol=SCONTROL, srun=srun, fake_kd_jax=kd_jax),
+        "KD_JAX": "fake_kd_jax",
+        "KD_JAX_PORT": "5555",
+    }
     out = _bash("slurm.sbatch", TRAIN, env).stdout.splitlines()
     assert out == [f"{i}/4@gpu01:5555 gpu={i % 2} args={' '.join(TRAIN)}" for i in range(4)]
 

@@ -24,14 +24,16 @@ def test_prompt_lengths_use_the_last_supervised_span():
 
 def test_build_batch_layout():
     inputs = jnp.asarray([[7, 8, 9, 4, 4, 4]])
-    out = onpolicy.build_batch(inputs, jnp.asarray([3]), jnp.asarray([[21, 22, 2, 0]]),
-                               jnp.asarray([3]))  # fmt: skip
+    out = onpolicy.build_batch(
+        inputs, jnp.asarray([3]), jnp.asarray([[21, 22, 2, 0]]), jnp.asarray([3])
+    )
     assert out["inputs"].tolist() == [[7, 8, 9, 21, 22, 2]]
     assert out["targets"].tolist() == [[8, 9, 21, 22, 2, 0]]
     assert out["loss_mask"].tolist() == [[0, 0, 1, 1, 1, 0]]
     assert out["segment_ids"].tolist() == [[1] * 6]
-    cut = onpolicy.build_batch(inputs, jnp.asarray([5]), jnp.asarray([[21, 22, 2, 0]]),
-                               jnp.asarray([3]))  # fmt: skip
+    cut = onpolicy.build_batch(
+        inputs, jnp.asarray([5]), jnp.asarray([[21, 22, 2, 0]]), jnp.asarray([3])
+    )
     assert cut["inputs"].tolist() == [[7, 8, 9, 4, 4, 21]]  # cut to the row length
     assert cut["loss_mask"].tolist() == [[0, 0, 0, 0, 1, 0]]
 
@@ -53,15 +55,17 @@ def test_onpolicy_batch_holds_the_students_own_continuations(tiny_config):
     batch = next(r.pipeline.train_iterator())
     tok = r.pipeline.tokenizer
     cfg = SamplingConfig(max_new_tokens=8, stop_tokens=(tok.eos_token_id,), pad_id=0)
-    out = onpolicy.onpolicy_batch(r.student.trainable, r.student.frozen, batch,
-                                  jax.random.key(0), student=r.student, cfg=cfg)  # fmt: skip
+    out = onpolicy.onpolicy_batch(
+        r.student.trainable, r.student.frozen, batch, jax.random.key(0), student=r.student, cfg=cfg
+    )
     p_len, _ = onpolicy.prompt_lengths(batch["loss_mask"])
     model = r.student.merge(r.student.trainable)
     for i in range(2):
         p = int(p_len[i])
         prompt = np.asarray(batch["inputs"][i, :p])
-        new, n = generate(model, jnp.asarray(prompt[None]), jnp.ones((1, p), jnp.int32),
-                          jax.random.key(0), cfg)  # fmt: skip
+        new, n = generate(
+            model, jnp.asarray(prompt[None]), jnp.ones((1, p), jnp.int32), jax.random.key(0), cfg
+        )
         n = int(n[0])
         row_len = int(out["segment_ids"][i].sum())
         assert np.array_equal(np.asarray(out["inputs"][i, :p]), prompt)

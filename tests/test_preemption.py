@@ -8,8 +8,11 @@ import time
 from kd_jax.metrics_log import read_metrics, without_timing
 from tests.test_multiprocess import _final, launch, train_cmd, wait
 
-STEPS = ["--config.train.num_steps=12", "--config.train.checkpoint_every=100",
-         "--config.train.eval_every=0"]  # fmt: skip
+STEPS = [
+    "--config.train.num_steps=12",
+    "--config.train.checkpoint_every=100",
+    "--config.train.eval_every=0",
+]
 
 
 def test_sigterm_to_one_process_stops_both_at_one_step(builtin_dir, tmp_path):

@@ -78,8 +78,10 @@ def test_sampled_cache_gradient_is_unbiased_and_top_k_is_not():
     z_rank_s = [z_score(by_rank[..., r]) for r in range(V)]
     topk_by_rank = np.take_along_axis(g_topk - g_full, order, axis=1)
     z_rank_t = [z_score(topk_by_rank[:, r]) for r in range(V)]
-    print(f"max |z| over ranks: sampled {np.max(np.abs(z_rank_s)):.2f}, "
-          f"top-k {np.max(np.abs(z_rank_t)):.1f}")  # fmt: skip
+    print(
+        f"max |z| over ranks: sampled {np.max(np.abs(z_rank_s)):.2f}, "
+        f"top-k {np.max(np.abs(z_rank_t)):.1f}"
+    )
     assert np.max(np.abs(z_rank_s)) < 4.5  # two-sided p ~ 7e-6 per rank, 2e-4 over 32
     assert np.max(np.abs(z_rank_t)) > 20
 
@@ -102,8 +104,10 @@ def test_bytes_per_token_at_k64_beside_top_k():
     bits = tc.index_bits(152_064)
     topk_f16 = 64 * 2 + math.ceil(64 * bits / 8)
     bound = sampled_cache.bytes_per_token_bound(64, bits)
-    print(f"K = 64, 152k vocab ({bits}-bit ids): sampled <= {bound:.0f} B/token, "
-          f"top-k float16 {topk_f16} B/token")  # fmt: skip
+    print(
+        f"K = 64, 152k vocab ({bits}-bit ids): sampled <= {bound:.0f} B/token, "
+        f"top-k float16 {topk_f16} B/token"
+    )
     assert (bits, topk_f16, bound) == (18, 272, 209)
 
 
@@ -123,8 +127,9 @@ def test_sampled_divergence_matches_numpy_and_chunked_equals_dense():
     logits = np.einsum("btd,dv->btv", np.float64(h_s), np.float64(w_s)) / 1.5
     logq = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     p = counts / counts.sum(-1, keepdims=True)
-    ref_div = np.where(p > 0, p * (np.log(np.where(p > 0, p, 1)) -
-                       np.take_along_axis(logq, ids, -1)), 0).sum(-1)  # fmt: skip
+    ref_div = np.where(
+        p > 0, p * (np.log(np.where(p > 0, p, 1)) - np.take_along_axis(logq, ids, -1)), 0
+    ).sum(-1)
     got = losses.sampled_token_divergence(jnp.einsum("btd,dv->btv", h_s, w_s), *sample, 1.5)
     np.testing.assert_allclose(got, ref_div, rtol=1e-5, atol=1e-6)
 
@@ -142,8 +147,9 @@ def test_sampled_divergence_matches_numpy_and_chunked_equals_dense():
     for a, c in zip(g_dense, g_chunk, strict=True):
         np.testing.assert_allclose(c, a, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="forward-KL gradient only"):
-        losses.dense_kd_loss(h_s, w_s, None, None, targets, mask, teacher_sample=sample,
-                             cfg=KDLossConfig(kind="rkl"))  # fmt: skip
+        losses.dense_kd_loss(
+            h_s, w_s, None, None, targets, mask, teacher_sample=sample, cfg=KDLossConfig(kind="rkl")
+        )
 
 
 # ----------------------------------------------------------------------------- the cache job
@@ -160,8 +166,9 @@ def _config(tiny_config):
 
 def test_sampled_cache_holds_the_teachers_draws_resumes_and_trains(tiny_config, tmp_path):
     config = _config(tiny_config)
-    out = tc_job.build(config, tmp_path / "cache", k=K, mode="sample", shard_size=128,
-                   batch_size=8, progress=False)  # fmt: skip
+    out = tc_job.build(
+        config, tmp_path / "cache", k=K, mode="sample", shard_size=128, batch_size=8, progress=False
+    )
     info = tc.summary(out)
     print(json.dumps(info))
     cache = tc.TeacherCache(out)
@@ -173,8 +180,9 @@ def test_sampled_cache_holds_the_teachers_draws_resumes_and_trains(tiny_config, 
     row = r.pipeline.example_fn(r.pipeline.source[5])
     from kd_jax.data.packing import pad_row, stack_rows
 
-    batch = {k: jnp.asarray(v) for k, v in stack_rows([pad_row(row, 48)]).items()
-             if k != "num_truncated"}  # fmt: skip
+    batch = {
+        k: jnp.asarray(v) for k, v in stack_rows([pad_row(row, 48)]).items() if k != "num_truncated"
+    }
     fn = sampled_cache.draw_fn(r.teacher, K, config.kd.temperature, config.seed)
     draws = np.asarray(fn(*r.context["teacher"], batch, jnp.asarray([5])))[0]
     m = row["loss_mask"] > 0
@@ -204,8 +212,9 @@ def test_sampled_cache_holds_the_teachers_draws_resumes_and_trains(tiny_config, 
     assert set(SAMPLE_KEYS) <= set(b)
     sup = np.asarray(b["loss_mask"]) > 0
     assert (np.asarray(b["teacher_sample_counts"]).sum(-1)[sup] == K).all()
-    terms = step_lib.loss_terms(rc.student.trainable, rc.student.frozen, None, b,
-                                jax.random.key(0), **rc.loss_kw)  # fmt: skip
+    terms = step_lib.loss_terms(
+        rc.student.trainable, rc.student.frozen, None, b, jax.random.key(0), **rc.loss_kw
+    )
     assert float(terms["div_sum"]) > 0
     final = train.run(cached, tmp_path / "run")
     assert final["status"] == "completed" and np.isfinite(final["loss"])

@@ -88,12 +88,20 @@ def test_matches_transformers_greedy_generate(tmp_path):
     prompt = [[3, 17, 29, 41, 5, 66]]
     with torch.no_grad():
         ref = torch_model.generate(
-            torch.tensor(prompt), max_new_tokens=8, do_sample=False, eos_token_id=None,
+            torch.tensor(prompt),
+            max_new_tokens=8,
+            do_sample=False,
+            eos_token_id=None,
             pad_token_id=0,
-        )[0, 6:].numpy()  # fmt: skip
+        )[0, 6:].numpy()
     tokens, mask = left_pad(prompt, pad_id=0)
-    new, _ = generate(model, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0),
-                      SamplingConfig(max_new_tokens=8))  # fmt: skip
+    new, _ = generate(
+        model,
+        jnp.asarray(tokens),
+        jnp.asarray(mask),
+        jax.random.key(0),
+        SamplingConfig(max_new_tokens=8),
+    )
     np.testing.assert_array_equal(np.asarray(new[0]), ref)
 
 
@@ -128,6 +136,11 @@ def test_lora_model_samples_as_its_forward():
             var[...] = jax.random.normal(jax.random.key(len(path)), var[...].shape) * 0.3
     rows = [[5, 9, 2, 44, 7], [3, 1]]
     tokens, mask = left_pad(rows, pad_id=0)
-    new, _ = generate(model, jnp.asarray(tokens), jnp.asarray(mask), jax.random.key(0),
-                      SamplingConfig(max_new_tokens=6))  # fmt: skip
+    new, _ = generate(
+        model,
+        jnp.asarray(tokens),
+        jnp.asarray(mask),
+        jax.random.key(0),
+        SamplingConfig(max_new_tokens=6),
+    )
     np.testing.assert_array_equal(np.asarray(new), _greedy_reference(model, rows, 6))

@@ -15,11 +15,17 @@ from tests.test_multiprocess import ROOT, _env
 
 K = 8
 OVERRIDES = {
-    "student.preset": "tiny-student-xs", "teacher.preset": "tiny-student", "teacher.workdir": "",
-    "data.max_length": 48, "data.batch_size": 8, "data.validation": "",
-    "data.validation_size": 16, "data.train": "builtin:chat/cipher/human",
-    "data.packing": False, "kd.chunk_size": 64,
-}  # fmt: skip
+    "student.preset": "tiny-student-xs",
+    "teacher.preset": "tiny-student",
+    "teacher.workdir": "",
+    "data.max_length": 48,
+    "data.batch_size": 8,
+    "data.validation": "",
+    "data.validation_size": 16,
+    "data.train": "builtin:chat/cipher/human",
+    "data.packing": False,
+    "kd.chunk_size": 64,
+}
 
 
 def _config(**mesh):
@@ -65,14 +71,29 @@ def test_sharded_cache_equals_one_device(builtin_dir, tmp_path):
     for x in sharded:
         shard = x.sharding.shard_shape(x.shape)
         assert math.prod(x.shape) // math.prod(shard) in (2, 4, 8), (x.shape, shard)
-    got = tc_job.build(config, tmp_path / "sharded", k=K, value_dtype="float32", shard_size=128,
-                   progress=False)  # fmt: skip
+    got = tc_job.build(
+        config, tmp_path / "sharded", k=K, value_dtype="float32", shard_size=128, progress=False
+    )
 
     flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-    cmd = [sys.executable, "-m", "kd_jax.main", "cache-teacher", "--config",
-           "configs/quickstart.py:kd", *flags, "--config.mesh.data=-1",
-           "--out", str(tmp_path / "one"), "--k", str(K), "--value-dtype", "float32",
-           "--shard-size", "128"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "kd_jax.main",
+        "cache-teacher",
+        "--config",
+        "configs/quickstart.py:kd",
+        *flags,
+        "--config.mesh.data=-1",
+        "--out",
+        str(tmp_path / "one"),
+        "--k",
+        str(K),
+        "--value-dtype",
+        "float32",
+        "--shard-size",
+        "128",
+    ]
     one = subprocess.run(cmd, cwd=ROOT, env=_env(1), capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
     want, have = _arrays(tmp_path / "one"), _arrays(got)

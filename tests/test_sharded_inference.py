@@ -34,8 +34,12 @@ def test_sharded_load_and_greedy_generation_equal_one_device(tiny_config, tmp_pa
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
     tok = load_tokenizer(tok_dir)
-    cfg = SamplingConfig(max_new_tokens=12, temperature=0.0, stop_tokens=(tok.eos_token_id,),
-                         pad_id=tok.pad_token_id or 0)  # fmt: skip
+    cfg = SamplingConfig(
+        max_new_tokens=12,
+        temperature=0.0,
+        stop_tokens=(tok.eos_token_id,),
+        pad_id=tok.pad_token_id or 0,
+    )
     rules = tuple(tuple(r) for r in config.sharding_rules)
     got = generate_text(sharded, tok, PROMPTS, cfg, batch_size=8, progress=False, rules=rules)
     want = generate_text(one, tok, PROMPTS, cfg, batch_size=8, progress=False)
@@ -61,8 +65,7 @@ def test_eval_scores_on_the_runs_mesh_equal_one_device(tiny_config, tmp_path, mo
     config.train.num_steps, config.train.eval_every = 2, 0
     config.mesh.update(data=1, fsdp=4, tensor=2)
     train.run(config, tmp_path / "run")
-    kw = dict(tasks="arith,compare", limit=8, batch_size=8, max_new_tokens=16,
-              progress=False)  # fmt: skip
+    kw = dict(tasks="arith,compare", limit=8, batch_size=8, max_new_tokens=16, progress=False)
     sharded = evaluate_run(tmp_path / "run", out=tmp_path / "sharded", **kw)
     one_device = functools.partial(
         models_from_runs.load_trained, mesh=shd.make_mesh({}, jax.devices()[:1])

@@ -34,9 +34,13 @@ def test_teacher_gets_zero_gradient_and_stays_fixed(tiny_config):
 
     def loss_wrt_teacher(tp):
         terms = step_lib.loss_terms(
-            r.student.trainable, r.student.frozen, (tp, t_frozen), batch, jax.random.key(0),
+            r.student.trainable,
+            r.student.frozen,
+            (tp, t_frozen),
+            batch,
+            jax.random.key(0),
             **r.loss_kw,
-        )  # fmt: skip
+        )
         return terms["loss_sum"]
 
     grads = jax.grad(loss_wrt_teacher)(t_params)
@@ -103,8 +107,9 @@ def test_sft_is_kd_with_alpha_zero(tiny_config):
         state = step_lib.init_state(r.student.trainable, opt)
         outs.append(jax.jit(step)(state, batch, jax.random.key(3), r.context))
     np.testing.assert_allclose(float(outs[0][1]["loss"]), float(outs[1][1]["loss"]), rtol=1e-6)
-    for a, b in zip(jax.tree.leaves(_host(outs[0][0])), jax.tree.leaves(_host(outs[1][0])),
-                    strict=True):  # fmt: skip
+    for a, b in zip(
+        jax.tree.leaves(_host(outs[0][0])), jax.tree.leaves(_host(outs[1][0])), strict=True
+    ):
         np.testing.assert_allclose(a, b, atol=1e-7)
 
 
@@ -117,8 +122,9 @@ def test_non_finite_step_is_skipped_and_counted(tiny_config):
     before = _host(state)
     state, metrics = jstep(state, bad, jax.random.key(0), r.context)
     assert int(metrics["bad_steps"]) == 1 and int(metrics["skipped"]) == 1
-    for a, b in zip(jax.tree.leaves(before["params"]), jax.tree.leaves(_host(state["params"])),
-                    strict=True):  # fmt: skip
+    for a, b in zip(
+        jax.tree.leaves(before["params"]), jax.tree.leaves(_host(state["params"])), strict=True
+    ):
         np.testing.assert_array_equal(a, b)
     state, metrics = jstep(state, bad, jax.random.key(0), r.context)
     assert int(metrics["bad_steps"]) == 2
@@ -132,8 +138,9 @@ def test_lora_trains_only_adapters(tiny_config):
     config.student.lora.enabled = True
     config.student.lora.rank = 2
     r, batch, opt, step = _setup(config)
-    names = {"/".join(map(str, p)) for p, _ in jax.tree_util.tree_leaves_with_path(
-        r.student.trainable)}  # fmt: skip
+    names = {
+        "/".join(map(str, p)) for p, _ in jax.tree_util.tree_leaves_with_path(r.student.trainable)
+    }
     assert names and all("lora_" in n for n in names)
     state = step_lib.init_state(r.student.trainable, opt)
     new_state, _ = jax.jit(step)(state, batch, jax.random.key(0), r.context)

@@ -60,10 +60,17 @@ def _leaves(tree):
 
 @pytest.mark.parametrize(
     "kind, tflops",
-    [("TPU v4", 275), ("TPU v5 lite", 197), ("TPU v5e", 197), ("TPU v5p", 459),
-     ("TPU v5", 459), ("TPU v6 lite", 918), ("NVIDIA H100 80GB HBM3", 989),
-     ("NVIDIA H200", 989)],
-)  # fmt: skip
+    [
+        ("TPU v4", 275),
+        ("TPU v5 lite", 197),
+        ("TPU v5e", 197),
+        ("TPU v5p", 459),
+        ("TPU v5", 459),
+        ("TPU v6 lite", 918),
+        ("NVIDIA H100 80GB HBM3", 989),
+        ("NVIDIA H200", 989),
+    ],
+)
 def test_chip_table(kind, tflops):
     assert flops.chip_peak_flops_per_s(kind) == tflops * 1e12
 
@@ -81,8 +88,9 @@ def test_divergence_stop_ends_at_the_same_step_when_read_late(tiny_config, tmp_p
     for log_every in (1, 100):
         c = tiny_config("sft")
         c.optim.lr, c.optim.clip_norm = 1e30, 0.0  # non-finite within a few steps
-        c.train.update(num_steps=30, max_bad_steps=3, log_every=log_every, eval_every=0,
-                       checkpoint_every=100)  # fmt: skip
+        c.train.update(
+            num_steps=30, max_bad_steps=3, log_every=log_every, eval_every=0, checkpoint_every=100
+        )
         caplog.clear()
         with caplog.at_level(logging.ERROR, logger="kd_jax.train"):
             final = train.run(c, tmp_path / f"every{log_every}")

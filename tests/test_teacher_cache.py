@@ -37,8 +37,9 @@ def _config(tiny_config):
 
 def test_cache_matches_online_top_k_kd_and_trains(tiny_config, tmp_path):
     config = _config(tiny_config)
-    out = tc_job.build(config, tmp_path / "cache", k=K, value_dtype="float32", shard_size=128,
-                   progress=False)  # fmt: skip
+    out = tc_job.build(
+        config, tmp_path / "cache", k=K, value_dtype="float32", shard_size=128, progress=False
+    )
     cache = tc.TeacherCache(out)
     bits = cache.bits
     assert cache.bytes_per_token() == pytest.approx(K * 4 + K * bits / 8, rel=0.01)
@@ -54,8 +55,9 @@ def test_cache_matches_online_top_k_kd_and_trains(tiny_config, tmp_path):
     plain = {k: v for k, v in batch.items() if k not in TOPK_KEYS}
 
     def loss(r, params, b):
-        terms = step_lib.loss_terms(params, r.student.frozen, r.context["teacher"], b,
-                                    jax.random.key(0), **r.loss_kw)  # fmt: skip
+        terms = step_lib.loss_terms(
+            params, r.student.frozen, r.context["teacher"], b, jax.random.key(0), **r.loss_kw
+        )
         return terms["loss_sum"]
 
     params = r_online.student.trainable

@@ -20,15 +20,27 @@ from kd_jax.models.loader import export, load_trained
 
 def _cli(workdir, *overrides):
     return [
-        sys.executable, "-m", "kd_jax.main", "train",
-        "--config", "configs/quickstart.py:sft", "--workdir", str(workdir),
-        "--config.student.preset=tiny-student-xs", "--config.data.max_length=48",
-        "--config.data.batch_size=8", "--config.data.validation=",
-        "--config.data.validation_size=16", "--config.data.train=builtin:chat/arith/human",
-        "--config.train.log_every=1", "--config.train.eval_every=4",
-        "--config.train.progress_bar=False", "--config.optim.warmup_steps=0",
-        "--config.train.async_checkpointing=False", *overrides,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "kd_jax.main",
+        "train",
+        "--config",
+        "configs/quickstart.py:sft",
+        "--workdir",
+        str(workdir),
+        "--config.student.preset=tiny-student-xs",
+        "--config.data.max_length=48",
+        "--config.data.batch_size=8",
+        "--config.data.validation=",
+        "--config.data.validation_size=16",
+        "--config.data.train=builtin:chat/arith/human",
+        "--config.train.log_every=1",
+        "--config.train.eval_every=4",
+        "--config.train.progress_bar=False",
+        "--config.optim.warmup_steps=0",
+        "--config.train.async_checkpointing=False",
+        *overrides,
+    ]
 
 
 def test_kd_run_writes_metrics_checkpoints_and_exports(tiny_config, tmp_path):
@@ -60,8 +72,9 @@ def test_resume_after_sigkill_matches_uninterrupted(builtin_dir, tmp_path):
     full = subprocess.run(_cli(tmp_path / "full", *steps), capture_output=True, text=True)
     assert full.returncode == 0, full.stderr[-2000:]
 
-    proc = subprocess.Popen(_cli(tmp_path / "killed", *steps), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        _cli(tmp_path / "killed", *steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpts = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and not (ckpts.exists() and "6" in os.listdir(ckpts)):
@@ -77,8 +90,11 @@ def test_resume_after_sigkill_matches_uninterrupted(builtin_dir, tmp_path):
 
 
 def test_sigterm_saves_a_final_checkpoint(builtin_dir, tmp_path):
-    args = _cli(tmp_path / "run", "--config.train.num_steps=100000",
-                "--config.train.checkpoint_every=100000")  # fmt: skip
+    args = _cli(
+        tmp_path / "run",
+        "--config.train.num_steps=100000",
+        "--config.train.checkpoint_every=100000",
+    )
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     metrics = tmp_path / "run" / "metrics.jsonl"
     deadline = time.time() + 300
@@ -123,9 +139,16 @@ def test_unwritable_workdir(tiny_config, tmp_path):
 
 
 def test_cli_reports_config_errors_in_one_line(builtin_dir, tmp_path):
-    r = subprocess.run(_cli(tmp_path / "run", "--config.kd.alpha=2.0", "--config.method=kd",
-                            "--config.teacher.preset=tiny-student"),
-                       capture_output=True, text=True)  # fmt: skip
+    r = subprocess.run(
+        _cli(
+            tmp_path / "run",
+            "--config.kd.alpha=2.0",
+            "--config.method=kd",
+            "--config.teacher.preset=tiny-student",
+        ),
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("kd-jax: error: config.kd: alpha must be in [0, 1]")

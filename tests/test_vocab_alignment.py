@@ -25,8 +25,16 @@ def _tiny(rows: int, seed: int):
     # A tiny Qwen2 whose tables have the real row counts (hidden size 8), built abstractly:
     # the decision reads shapes only, and initializing 1.2M rows eagerly costs seconds.
     del seed
-    cfg = presets.get("tiny-qwen2", vocab_size=rows, hidden_size=8, intermediate_size=16,
-                      num_heads=2, num_kv_heads=1, head_dim=4, num_layers=1)  # fmt: skip
+    cfg = presets.get(
+        "tiny-qwen2",
+        vocab_size=rows,
+        hidden_size=8,
+        intermediate_size=16,
+        num_heads=2,
+        num_kv_heads=1,
+        head_dim=4,
+        num_layers=1,
+    )
     return abstract_model(cfg)
 
 
@@ -35,8 +43,13 @@ def _parts(model):
 
 
 def _config(tokenizer_dir, teacher_dir=""):
-    return ConfigDict({"kd": {"vocab_size": 0}, "data": {"tokenizer": tokenizer_dir},
-                       "teacher": {"hf_path": teacher_dir}})  # fmt: skip
+    return ConfigDict(
+        {
+            "kd": {"vocab_size": 0},
+            "data": {"tokenizer": tokenizer_dir},
+            "teacher": {"hf_path": teacher_dir},
+        }
+    )
 
 
 def test_padding_rows_align_and_the_loss_equals_the_cut_logits():

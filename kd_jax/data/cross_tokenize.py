@@ -73,8 +73,11 @@ class PairTokenizer:
 
     def info(self) -> dict:
         t = self.teacher.info()
-        return {**self.student.info(), "teacher_tokenizer": t["tokenizer"],
-                "teacher_chat_template_sha1": t["chat_template_sha1"]}  # fmt: skip
+        return {
+            **self.student.info(),
+            "teacher_tokenizer": t["tokenizer"],
+            "teacher_chat_template_sha1": t["chat_template_sha1"],
+        }
 
     def __call__(self, record: dict) -> dict:
         if "messages" not in record:

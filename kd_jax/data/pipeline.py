@@ -214,7 +214,7 @@ class DataPipeline:
                 self.example_fn,
                 cache=cache,
                 topk_cache=self.teacher_cache,
-            )  # fmt: skip
+            )
         )
         ds = ds.seed(cfg.seed).shuffle().repeat(num_epochs)
         ds = ds[self.process_index :: self.process_count]

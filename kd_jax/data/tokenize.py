@@ -200,9 +200,12 @@ def _compile_fast_render(tokenizer, template):
 
     def render(messages, add_generation_prompt):
         return compiled.render(
-            messages=messages, tools=None, documents=None,
-            add_generation_prompt=add_generation_prompt, **kwargs,
-        )  # fmt: skip
+            messages=messages,
+            tools=None,
+            documents=None,
+            add_generation_prompt=add_generation_prompt,
+            **kwargs,
+        )
 
     probe = [
         {"role": "system", "content": "s"},

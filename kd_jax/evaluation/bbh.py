@@ -25,16 +25,34 @@ import re
 from kd_jax.evaluation.tasks import EvalError
 
 TASKS = (
-    "boolean_expressions", "causal_judgement", "date_understanding", "disambiguation_qa",
-    "dyck_languages", "formal_fallacies", "geometric_shapes", "hyperbaton",
-    "logical_deduction_five_objects", "logical_deduction_seven_objects",
-    "logical_deduction_three_objects", "movie_recommendation", "multistep_arithmetic_two",
-    "navigate", "object_counting", "penguins_in_a_table", "reasoning_about_colored_objects",
-    "ruin_names", "salient_translation_error_detection", "snarks", "sports_understanding",
-    "temporal_sequences", "tracking_shuffled_objects_five_objects",
-    "tracking_shuffled_objects_seven_objects", "tracking_shuffled_objects_three_objects",
-    "web_of_lies", "word_sorting",
-)  # fmt: skip
+    "boolean_expressions",
+    "causal_judgement",
+    "date_understanding",
+    "disambiguation_qa",
+    "dyck_languages",
+    "formal_fallacies",
+    "geometric_shapes",
+    "hyperbaton",
+    "logical_deduction_five_objects",
+    "logical_deduction_seven_objects",
+    "logical_deduction_three_objects",
+    "movie_recommendation",
+    "multistep_arithmetic_two",
+    "navigate",
+    "object_counting",
+    "penguins_in_a_table",
+    "reasoning_about_colored_objects",
+    "ruin_names",
+    "salient_translation_error_detection",
+    "snarks",
+    "sports_understanding",
+    "temporal_sequences",
+    "tracking_shuffled_objects_five_objects",
+    "tracking_shuffled_objects_seven_objects",
+    "tracking_shuffled_objects_three_objects",
+    "web_of_lies",
+    "word_sorting",
+)
 ANSWER_CUE = "the answer is"
 QUESTION_CUE = "\nA: Let's think step by step."
 _SEPARATOR = "-----\n"
@@ -46,8 +64,10 @@ def _cot_prompt(task_file: str, task: str) -> str:
     root = os.path.dirname(os.path.dirname(os.path.abspath(task_file)))
     path = os.path.join(root, "cot-prompts", f"{task}.txt")
     if not os.path.exists(path):
-        raise EvalError(f"{path}: BBH chain-of-thought prompt not found; the data root must "
-                        "hold bbh/ and cot-prompts/ as BIG-Bench-Hard ships them")  # fmt: skip
+        raise EvalError(
+            f"{path}: BBH chain-of-thought prompt not found; the data root must "
+            "hold bbh/ and cot-prompts/ as BIG-Bench-Hard ships them"
+        )
     with open(path, encoding="utf-8") as f:
         text = f.read()
     if _SEPARATOR not in text:

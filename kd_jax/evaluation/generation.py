@@ -49,8 +49,16 @@ def make_generate(
 
     def generate(prompts: list[str]) -> list[str]:
         texts = [p[len(bos) :] if bos and p.startswith(bos) else p for p in prompts]
-        return generate_text(model, tokenizer, texts, cfg, batch_size=batch_size,
-                             seed=seed * 1_000_003 + next(calls), progress=False,
-                             add_special_tokens=True, rules=rules)  # fmt: skip
+        return generate_text(
+            model,
+            tokenizer,
+            texts,
+            cfg,
+            batch_size=batch_size,
+            seed=seed * 1_000_003 + next(calls),
+            progress=False,
+            add_special_tokens=True,
+            rules=rules,
+        )
 
     return generate

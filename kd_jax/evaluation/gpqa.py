@@ -36,8 +36,14 @@ from kd_jax.evaluation.tasks import EvalError
 
 SEED = 0
 LETTERS = "ABCD"
-COLUMNS = ("Question", "Correct Answer", "Incorrect Answer 1", "Incorrect Answer 2",
-           "Incorrect Answer 3", "Record ID")  # fmt: skip
+COLUMNS = (
+    "Question",
+    "Correct Answer",
+    "Incorrect Answer 1",
+    "Incorrect Answer 2",
+    "Incorrect Answer 3",
+    "Record ID",
+)
 _LAST_PAREN = re.compile(r"(\([A-Z]\))")
 _STRICT = re.compile(r"(?<=The answer is )(.*)(?=.)")
 _PUNCT = dict.fromkeys(
@@ -64,16 +70,25 @@ def load(path: str) -> list[dict]:
         choices = [clean(row[f"Incorrect Answer {i}"]) for i in (1, 2, 3)] + [correct]
         random.Random(f"{SEED}:{row['Record ID']}").shuffle(choices)
         letter = LETTERS[choices.index(correct)]
-        out.append({"id": row["Record ID"], "question": row["Question"], "choices": choices,
-                    "answer": f"({letter})"})  # fmt: skip
+        out.append(
+            {
+                "id": row["Record ID"],
+                "question": row["Question"],
+                "choices": choices,
+                "answer": f"({letter})",
+            }
+        )
     return out
 
 
 def prompt(record: dict, opts) -> str:
     del opts
     lines = [f"({x}) {c}" for x, c in zip(LETTERS, record["choices"], strict=True)]
-    return (f"What is the correct answer to this question:{record['question']}\nChoices:\n"
-            + "\n".join(lines) + "\nLet's think step by step: ")  # fmt: skip
+    return (
+        f"What is the correct answer to this question:{record['question']}\nChoices:\n"
+        + "\n".join(lines)
+        + "\nLet's think step by step: "
+    )
 
 
 def response(prompt_text: str, generation: str) -> str:

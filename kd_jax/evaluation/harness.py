@@ -95,9 +95,15 @@ def _score_multiple_choice(task, records, prompts, loglikelihood, style, batch_s
             mine = scores[k : k + len(pairs)]
             k += len(pairs)
             choice, norm = ll.mc_choice(mine, conts, False), ll.mc_choice(mine, conts, True)
-            rows.append({"mc_logliks": mine, "mc_choice": choice, "mc_gold": gold,
-                         "mc_correct": choice == gold,
-                         "mc_correct_norm": norm == gold})  # fmt: skip
+            rows.append(
+                {
+                    "mc_logliks": mine,
+                    "mc_choice": choice,
+                    "mc_gold": gold,
+                    "mc_correct": choice == gold,
+                    "mc_correct_norm": norm == gold,
+                }
+            )
         bar.update(len(requests))
     return rows
 
@@ -169,16 +175,20 @@ def evaluate(
             prompts = [task.prompt(r, opts) for r in records]
             golds = [_gold(task, r, i) for i, r in enumerate(records)]
             ids = [str(task.ident(r, i)) for i, r in enumerate(records)]
-            rows = [{"index": i, "id": ids[i], "prompt": p, "gold": g}
-                    for i, (p, g) in enumerate(zip(prompts, golds, strict=True))]  # fmt: skip
+            rows = [
+                {"index": i, "id": ids[i], "prompt": p, "gold": g}
+                for i, (p, g) in enumerate(zip(prompts, golds, strict=True))
+            ]
             entry: dict = {"n": len(records)}
             if generating:
                 gen = generate if responses is None else replay(responses, task, ids)
                 scored = _score_generation(
                     task, records, prompts, golds, gen, mode, batch_size, bar
                 )
-                given.extend({"task": task.name, "id": ids[i], "response": r["generation"]}
-                             for i, r in enumerate(scored))  # fmt: skip
+                given.extend(
+                    {"task": task.name, "id": ids[i], "response": r["generation"]}
+                    for i, r in enumerate(scored)
+                )
                 for row, extra in zip(rows, scored, strict=True):
                     row.update(extra)
                 for metric in task.metrics:
@@ -214,7 +224,7 @@ def evaluate(
             "generation": generating,
             "loglikelihood": loglikelihood is not None,
             "seconds": round(time.time() - started, 3),
-        },  # fmt: skip
+        },
     }
     if run_info:
         doc["run"] = dict(run_info)

@@ -98,8 +98,10 @@ def load(path: str) -> list[dict]:
         if missing:
             raise IFEvalError(f"{path}:{n}: no {', '.join(missing)}; expected input_data.jsonl")
         if len(r["kwargs"]) != len(r["instruction_id_list"]):
-            raise IFEvalError(f"{path}:{n}: {len(r['kwargs'])} kwargs for "
-                              f"{len(r['instruction_id_list'])} instructions")  # fmt: skip
+            raise IFEvalError(
+                f"{path}:{n}: {len(r['kwargs'])} kwargs for "
+                f"{len(r['instruction_id_list'])} instructions"
+            )
     return records
 
 
@@ -114,11 +116,14 @@ def gold(record: dict) -> dict:
 
 def _build(registry: dict, example: dict) -> list:
     out = []
-    for instruction_id, kwargs in zip(example["instruction_id_list"], example["kwargs"],
-                                      strict=True):  # fmt: skip
+    for instruction_id, kwargs in zip(
+        example["instruction_id_list"], example["kwargs"], strict=True
+    ):
         if instruction_id not in registry:
-            raise IFEvalError(f"unknown IFEval instruction {instruction_id!r} "
-                              f"(key {example['key']}); fix the input file")  # fmt: skip
+            raise IFEvalError(
+                f"unknown IFEval instruction {instruction_id!r} "
+                f"(key {example['key']}); fix the input file"
+            )
         checker = registry[instruction_id](instruction_id)
         checker.build_description(**{k: v for k, v in (kwargs or {}).items() if v is not None})
         args = checker.get_instruction_args()
@@ -142,8 +147,12 @@ def _checkers(example: dict) -> list:
 def loose_variants(response: str) -> list[str]:
     """The response as is, without its first / last / both lines, each also without "*"."""
     lines = response.split("\n")
-    cut = [response, "\n".join(lines[1:]).strip(), "\n".join(lines[:-1]).strip(),
-           "\n".join(lines[1:-1]).strip()]  # fmt: skip
+    cut = [
+        response,
+        "\n".join(lines[1:]).strip(),
+        "\n".join(lines[:-1]).strip(),
+        "\n".join(lines[1:-1]).strip(),
+    ]
     variants = [cut[0], cut[0].replace("*", ""), *cut[1:], *(c.replace("*", "") for c in cut[1:])]
     assert len(variants) == LOOSE_VARIANTS
     return variants

@@ -36,8 +36,9 @@ def read_responses(path: str) -> dict[str, dict[str, str]]:
                 raise EvalError(f"{path}:{n}: not valid JSON ({e.msg}); fix the line") from None
             ident = rec.get("id", rec.get("key")) if isinstance(rec, dict) else None
             if ident is None or "task" not in rec or not isinstance(rec.get("response"), str):
-                raise EvalError(f"{path}:{n}: expected {{\"task\", \"id\", \"response\"}} with "
-                                "a string response")  # fmt: skip
+                raise EvalError(
+                    f'{path}:{n}: expected {{"task", "id", "response"}} with a string response'
+                )
             mine = out.setdefault(str(rec["task"]), {})
             if str(ident) in mine:
                 raise EvalError(f"{path}:{n}: a second response for {rec['task']} id {ident}")
@@ -62,7 +63,17 @@ def score_responses(
     """Scores the responses in `path` (tasks: those named, default every task in the file)."""
     responses = read_responses(path)
     task_list = resolve(tasks if tasks else list(responses))
-    return evaluate(task_list, None, None, out_dir, data_root=data_root, mode=mode,
-                    template=template, render_chat=render_chat, limit=limit,
-                    progress=progress, responses=responses,
-                    run_info={"responses": str(path)})  # fmt: skip
+    return evaluate(
+        task_list,
+        None,
+        None,
+        out_dir,
+        data_root=data_root,
+        mode=mode,
+        template=template,
+        render_chat=render_chat,
+        limit=limit,
+        progress=progress,
+        responses=responses,
+        run_info={"responses": str(path)},
+    )

@@ -35,27 +35,51 @@ FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures", "study_a")
 METRICS.update(ifeval.METRICS)
 
 register(
-    Task("ifeval", "ifeval", "input_data.jsonl", load=ifeval.load, prompt=_ifeval_prompt,
-         response={"faithful": ifeval.response}, extract={"faithful": lambda r: None},
-         correct=lambda pred, gold: False, gold=lambda r: r["key"],
-         metrics=tuple(ifeval.METRICS), ident=lambda r, i: str(r["key"]),
-         refine=_ifeval_refine),
+    Task(
+        "ifeval",
+        "ifeval",
+        "input_data.jsonl",
+        load=ifeval.load,
+        prompt=_ifeval_prompt,
+        response={"faithful": ifeval.response},
+        extract={"faithful": lambda r: None},
+        correct=lambda pred, gold: False,
+        gold=lambda r: r["key"],
+        metrics=tuple(ifeval.METRICS),
+        ident=lambda r, i: str(r["key"]),
+        refine=_ifeval_refine,
+    ),
     groups=("study_a",),
-)  # fmt: skip
+)
 
 for _name in bbh.TASKS:
     register(
-        Task(f"bbh_{_name}", "bbh", f"bbh/{_name}.json", load=bbh.loader(_name),
-             prompt=bbh.prompt, response={"faithful": bbh.response},
-             extract={"faithful": bbh.extract}, correct=bbh.correct,
-             gold=lambda r: r["target"]),
+        Task(
+            f"bbh_{_name}",
+            "bbh",
+            f"bbh/{_name}.json",
+            load=bbh.loader(_name),
+            prompt=bbh.prompt,
+            response={"faithful": bbh.response},
+            extract={"faithful": bbh.extract},
+            correct=bbh.correct,
+            gold=lambda r: r["target"],
+        ),
         groups=("study_a",),
-    )  # fmt: skip
+    )
 
 register(
-    Task("gpqa_diamond", "gpqa", "gpqa_diamond.csv", load=gpqa.load, prompt=gpqa.prompt,
-         response={"faithful": gpqa.response},
-         extract={"faithful": gpqa.flexible, "strict": gpqa.strict}, correct=gpqa.correct,
-         ident=lambda r, i: r["id"], refine=gpqa.refine),
+    Task(
+        "gpqa_diamond",
+        "gpqa",
+        "gpqa_diamond.csv",
+        load=gpqa.load,
+        prompt=gpqa.prompt,
+        response={"faithful": gpqa.response},
+        extract={"faithful": gpqa.flexible, "strict": gpqa.strict},
+        correct=gpqa.correct,
+        ident=lambda r, i: r["id"],
+        refine=gpqa.refine,
+    ),
     groups=("study_a",),
-)  # fmt: skip
+)

@@ -253,35 +253,60 @@ def task_file(task: Task, data_root: str | Mapping[str, str]) -> str:
 
 
 # Study B's math tasks: (registry name, LLM-Adapters directory).
-_MATH = [("gsm8k", "gsm8k"), ("svamp", "SVAMP"), ("multiarith", "MultiArith"),
-         ("singleeq", "SingleEq"), ("addsub", "AddSub")]  # fmt: skip
+_MATH = [
+    ("gsm8k", "gsm8k"),
+    ("svamp", "SVAMP"),
+    ("multiarith", "MultiArith"),
+    ("singleeq", "SingleEq"),
+    ("addsub", "AddSub"),
+]
 for _name, _dir in _MATH:
     register(
-        Task(_name, "math", f"dataset/{_dir}/test.json", correct=ex.number_correct,
-             extract={"faithful": ex.faithful_number, "strict": ex.strict_number}),
+        Task(
+            _name,
+            "math",
+            f"dataset/{_dir}/test.json",
+            correct=ex.number_correct,
+            extract={"faithful": ex.faithful_number, "strict": ex.strict_number},
+        ),
         groups=("study_b",),
-    )  # fmt: skip
+    )
 _LETTERS = ["A", "B", "C", "D", "E"]
 register(
-    Task("aqua", "math", "dataset/AQuA/test.json", correct=ex.label_correct,
-         extract={"faithful": ex.first_match(_LETTERS), "strict": ex.last_match(_LETTERS)}),
+    Task(
+        "aqua",
+        "math",
+        "dataset/AQuA/test.json",
+        correct=ex.label_correct,
+        extract={"faithful": ex.first_match(_LETTERS), "strict": ex.last_match(_LETTERS)},
+    ),
     groups=("study_b",),
-)  # fmt: skip
+)
 
 # Study B's commonsense tasks: (name, directory, label prefix, number of labels in its regex).
-_COMMONSENSE = [("boolq", "boolq", None, 0), ("piqa", "piqa", "solution", 2),
-                ("siqa", "social_i_qa", "answer", 5), ("hellaswag", "hellaswag", "ending", 4),
-                ("winogrande", "winogrande", "option", 2), ("arc_e", "ARC-Easy", "answer", 5),
-                ("arc_c", "ARC-Challenge", "answer", 5),
-                ("obqa", "openbookqa", "answer", 5)]  # fmt: skip
+_COMMONSENSE = [
+    ("boolq", "boolq", None, 0),
+    ("piqa", "piqa", "solution", 2),
+    ("siqa", "social_i_qa", "answer", 5),
+    ("hellaswag", "hellaswag", "ending", 4),
+    ("winogrande", "winogrande", "option", 2),
+    ("arc_e", "ARC-Easy", "answer", 5),
+    ("arc_c", "ARC-Challenge", "answer", 5),
+    ("obqa", "openbookqa", "answer", 5),
+]
 for _name, _dir, _prefix, _k in _COMMONSENSE:
     _labels = ["true", "false"] if _prefix is None else [f"{_prefix}{i}" for i in range(1, _k + 1)]
     register(
-        Task(_name, "commonsense", f"dataset/{_dir}/test.json", correct=ex.label_correct,
-             extract={"faithful": ex.first_match(_labels), "strict": ex.last_match(_labels)},
-             choices=fixed_choices(_labels) if _prefix is None else labelled_choices(_prefix)),
+        Task(
+            _name,
+            "commonsense",
+            f"dataset/{_dir}/test.json",
+            correct=ex.label_correct,
+            extract={"faithful": ex.first_match(_labels), "strict": ex.last_match(_labels)},
+            choices=fixed_choices(_labels) if _prefix is None else labelled_choices(_prefix),
+        ),
         groups=("study_b",),
-    )  # fmt: skip
+    )
 
 # The built-in CPU tasks (kd_jax.data.synthetic_tasks): "The answer is X ." read back by its own
 # extractor; the cipher family is translation, so it also reports chrF. The `_alpaca`
@@ -290,15 +315,29 @@ for _name, _dir, _prefix, _k in _COMMONSENSE:
 for _family in synthetic_tasks.FAMILIES:
     _metrics = ("accuracy", "chrf") if _family == "cipher" else ("accuracy",)
     register(
-        Task(_family, "builtin", f"chat/{_family}/test.jsonl", load=load_jsonl, prompt=chat_prompt,
-             response=CHAT_RESPONSES, extract={"faithful": synthetic_tasks.extract_answer},
-             correct=ex.text_correct, metrics=_metrics),
-    )  # fmt: skip
+        Task(
+            _family,
+            "builtin",
+            f"chat/{_family}/test.jsonl",
+            load=load_jsonl,
+            prompt=chat_prompt,
+            response=CHAT_RESPONSES,
+            extract={"faithful": synthetic_tasks.extract_answer},
+            correct=ex.text_correct,
+            metrics=_metrics,
+        ),
+    )
     register(
-        Task(f"{_family}_alpaca", "builtin_alpaca", f"alpaca/{_family}/test.jsonl",
-             load=load_jsonl, extract={"faithful": synthetic_tasks.extract_answer},
-             correct=ex.text_correct, metrics=_metrics),
-    )  # fmt: skip
+        Task(
+            f"{_family}_alpaca",
+            "builtin_alpaca",
+            f"alpaca/{_family}/test.jsonl",
+            load=load_jsonl,
+            extract={"faithful": synthetic_tasks.extract_answer},
+            correct=ex.text_correct,
+            metrics=_metrics,
+        ),
+    )
 
 
 # Study A's low-resource domains, read from chat JSONL files that hold the conversation
@@ -315,10 +354,16 @@ for _name, _extract, _metrics in [
     ("arc_lr", ex.last_match(_LETTERS), ("accuracy",)),
 ]:
     register(
-        Task(_name, "low_resource", f"low_resource/{_name.removesuffix('_lr')}/test.jsonl",
-             load=load_jsonl, prompt=chat_prompt, response=CHAT_RESPONSES,
-             extract={"faithful": _extract},
-             correct=ex.label_correct if _name == "arc_lr" else ex.text_correct,
-             metrics=_metrics),
+        Task(
+            _name,
+            "low_resource",
+            f"low_resource/{_name.removesuffix('_lr')}/test.jsonl",
+            load=load_jsonl,
+            prompt=chat_prompt,
+            response=CHAT_RESPONSES,
+            extract={"faithful": _extract},
+            correct=ex.label_correct if _name == "arc_lr" else ex.text_correct,
+            metrics=_metrics,
+        ),
         groups=("study_a_low_resource",),
-    )  # fmt: skip
+    )

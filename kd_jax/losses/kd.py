@@ -129,8 +129,17 @@ def weighted_sums(cfg, student_logits, teacher, targets, weights, token_ids, rng
     return jnp.sum(weights * per_token), (jnp.sum(weights * div), jnp.sum(weights * ce))
 
 
-def check_call(cfg, student_lead, student_vocab, teacher_vocab, targets, mask, teacher_topk, rng,
-               teacher_sample=None):  # fmt: skip
+def check_call(
+    cfg,
+    student_lead,
+    student_vocab,
+    teacher_vocab,
+    targets,
+    mask,
+    teacher_topk,
+    rng,
+    teacher_sample=None,
+):
     if not isinstance(cfg, KDLossConfig):
         raise TypeError(f"cfg must be a KDLossConfig; got {type(cfg).__name__}.")
     if targets.shape != student_lead or mask.shape != student_lead:
@@ -214,8 +223,17 @@ def kd_loss_terms(
     """Loss sums from full logits (see the module docstring for the dict)."""
     student_logits, teacher_logits = align_config_vocab(cfg, student_logits, teacher_logits)
     t_vocab = None if teacher_logits is None else teacher_logits.shape[-1]
-    check_call(cfg, mask.shape, student_logits.shape[-1], t_vocab, targets, mask, teacher_topk, rng,
-               teacher_sample)  # fmt: skip
+    check_call(
+        cfg,
+        mask.shape,
+        student_logits.shape[-1],
+        t_vocab,
+        targets,
+        mask,
+        teacher_topk,
+        rng,
+        teacher_sample,
+    )
     teacher = teacher_logits if teacher_topk is None else tuple(teacher_topk)
     if teacher_sample is not None:
         teacher = TeacherSample(*teacher_sample)
@@ -245,8 +263,9 @@ def check_hidden(h_s, w_s, h_t, w_t):
         )
 
 
-def dense_kd_loss(h_s, w_s, h_t, w_t, targets, mask, *, cfg, rng=None, teacher_topk=None,
-                  teacher_sample=None):  # fmt: skip
+def dense_kd_loss(
+    h_s, w_s, h_t, w_t, targets, mask, *, cfg, rng=None, teacher_topk=None, teacher_sample=None
+):
     """The reference: full [B, T, V] logits of both models at once, then kd_loss_terms.
 
     h_s [B, T, Ds] and h_t [B, T, Dt] are final hidden states (after the final norm), w_s
@@ -257,5 +276,13 @@ def dense_kd_loss(h_s, w_s, h_t, w_t, targets, mask, *, cfg, rng=None, teacher_t
     t_logits = None
     if h_t is not None:
         t_logits = logits_of(jax.lax.stop_gradient(h_t), jax.lax.stop_gradient(w_t))
-    return kd_loss_terms(s_logits, t_logits, targets, mask, cfg=cfg, rng=rng,
-                         teacher_topk=teacher_topk, teacher_sample=teacher_sample)  # fmt: skip
+    return kd_loss_terms(
+        s_logits,
+        t_logits,
+        targets,
+        mask,
+        cfg=cfg,
+        rng=rng,
+        teacher_topk=teacher_topk,
+        teacher_sample=teacher_sample,
+    )

@@ -31,8 +31,10 @@ def tokenizer_difference(student: Mapping[str, int], teacher: Mapping[str, int])
     by_id_t = {i: t for t, i in teacher.items()}
     for i in sorted(set(by_id_s) | set(by_id_t)):
         if by_id_s.get(i) != by_id_t.get(i):
-            return (f"id {i} is {by_id_s.get(i)!r} for the student but {by_id_t.get(i)!r} "
-                    f"for the teacher ({len(student)} vs {len(teacher)} tokens)")  # fmt: skip
+            return (
+                f"id {i} is {by_id_s.get(i)!r} for the student but {by_id_t.get(i)!r} "
+                f"for the teacher ({len(student)} vs {len(teacher)} tokens)"
+            )
     return f"{len(student)} vs {len(teacher)} tokens"
 
 

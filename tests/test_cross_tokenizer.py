@@ -10,6 +10,7 @@ import pytest
 
 from kd_jax import losses, train
 from kd_jax.data import token_alignment as ta
+from kd_jax.data.packing import ROW_KEYS
 from kd_jax.losses import KDLossConfig
 from kd_jax.losses.cross_tokenizer import cross_tokenizer_terms
 
@@ -220,7 +221,7 @@ def test_step_with_one_tokenizer_on_both_sides_equals_plain_kd(tiny_config):
     r_x = train.setup(_kd_config(tiny_config, "aligned", "builtin:tokenizer"))
     r_plain = train.setup(_kd_config(tiny_config, "off", ""))
     batch = {k: jnp.asarray(v) for k, v in next(r_x.pipeline.train_iterator()).items()}
-    plain = {k: batch[k] for k in step_lib.BATCH_KEYS}
+    plain = {k: batch[k] for k in ROW_KEYS}
 
     def loss(r, b):
         def f(p):

@@ -15,6 +15,13 @@ import pytest
 
 from kd_jax.evaluation import bbh, gpqa, ifeval, run_eval
 from kd_jax.evaluation.responses import score_responses
+from kd_jax.main import main as cli
+
+
+def _eval(argv: list[str]) -> int:
+    """`kd-jax eval ARGV` as a user runs it."""
+    return cli(["eval", *argv])
+
 
 HERE = os.path.dirname(__file__)
 STUDYA = os.path.join(HERE, "fixtures", "studya")
@@ -56,7 +63,7 @@ def gpt4_scored(tmp_path_factory):
     root.mkdir()
     shutil.copy(IFEVAL_INPUT, root / "input_data.jsonl")
     path = _write_jsonl(tmp / "responses.jsonl", responses)
-    rc = run_eval.main(
+    rc = _eval(
         [
             "--responses",
             path,
@@ -316,7 +323,7 @@ def test_gpqa_verdicts_equal_lm_eval_filters(tmp_path, mode):
         path = _write_jsonl(tmp_path / f"r{v}.jsonl", responses)
         out = tmp_path / f"out{v}"
         assert (
-            run_eval.main(
+            _eval(
                 [
                     "--responses",
                     path,
@@ -379,7 +386,7 @@ def test_model_run_and_responses_file_write_identical_predictions(tmp_path, eval
     given = tmp_path / "model" / "responses.jsonl"
     assert len(_jsonl(given)) == 2 * 4
     argv = ["--responses", str(given), "--tasks", names, "--data-root", FIXTURES]
-    rc = run_eval.main([*argv, "--limit", "2", "--out", str(tmp_path / "file"), "--no-progress"])
+    rc = _eval([*argv, "--limit", "2", "--out", str(tmp_path / "file"), "--no-progress"])
     assert rc == 0
     for t in tasks:
         a = (tmp_path / "model" / "predictions" / f"{t.name}.jsonl").read_bytes()
@@ -395,10 +402,10 @@ def test_a_responses_file_missing_an_example_is_one_line(tmp_path, capsys):
         tmp_path / "r.jsonl", [{"task": "gpqa_diamond", "id": "FIXTURE01", "response": "(A)"}]
     )
     argv = ["--data-root", FIXTURES, "--out", str(tmp_path), "--no-progress"]
-    rc = run_eval.main(["--responses", path, *argv])
+    rc = _eval(["--responses", path, *argv])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "\n" not in err and "id FIXTURE02" in err
     (tmp_path / "bad.jsonl").write_text('{"task": "ifeval"}\n')
-    rc = run_eval.main(["--responses", str(tmp_path / "bad.jsonl"), *argv])
+    rc = _eval(["--responses", str(tmp_path / "bad.jsonl"), *argv])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "bad.jsonl:1" in err and "\n" not in err

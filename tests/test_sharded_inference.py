@@ -58,8 +58,8 @@ def test_sharded_load_and_greedy_generation_equal_one_device(tiny_config, tmp_pa
 def test_eval_scores_on_the_runs_mesh_equal_one_device(tiny_config, tmp_path, monkeypatch):
     import functools
 
-    from kd_jax import models_from_runs
     from kd_jax.evaluation.run_eval import evaluate_run
+    from kd_jax.models import loader
 
     config = tiny_config("sft")
     config.train.num_steps, config.train.eval_every = 2, 0
@@ -67,10 +67,8 @@ def test_eval_scores_on_the_runs_mesh_equal_one_device(tiny_config, tmp_path, mo
     train.run(config, tmp_path / "run")
     kw = dict(tasks="arith,compare", limit=8, batch_size=8, max_new_tokens=16, progress=False)
     sharded = evaluate_run(tmp_path / "run", out=tmp_path / "sharded", **kw)
-    one_device = functools.partial(
-        models_from_runs.load_trained, mesh=shd.make_mesh({}, jax.devices()[:1])
-    )
-    monkeypatch.setattr(models_from_runs, "load_trained", one_device)
+    one_device = functools.partial(loader.load_trained, mesh=shd.make_mesh({}, jax.devices()[:1]))
+    monkeypatch.setattr(loader, "load_trained", one_device)
     one = evaluate_run(tmp_path / "run", out=tmp_path / "one", **kw)
     assert sharded["tasks"] == one["tasks"] and set(one["tasks"]) == {"arith", "compare"}
     for task in ("arith", "compare"):

@@ -111,7 +111,7 @@ def model_config(mc, vocab_size: int | None = None):
 
     Mirrors the source order of `kd_jax.state.build_model`: workdir, hf_path, preset.
     """
-    common = dict(dtype=mc.dtype, remat_policy=mc.remat_policy)
+    common = dict(dtype=mc.dtype, remat_policy=mc.remat_policy, attention=mc.attention)
     if mc.workdir:
         run = state.read_run_config(mc.workdir)
         src = ConfigDict({**run.student.to_dict(), **common})

@@ -92,7 +92,7 @@ def build_model(
 ) -> ModelParts:
     """The `student` or `teacher` section of a config as sharded ModelParts."""
     lora = lora_config(mc)
-    common = dict(dtype=mc.dtype, remat_policy=mc.remat_policy)
+    common = dict(dtype=mc.dtype, remat_policy=mc.remat_policy, attention=mc.attention)
     if mc.workdir:
         run = read_run_config(mc.workdir)
         src = run.student

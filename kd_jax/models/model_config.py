@@ -15,7 +15,8 @@ SUPPORTED_ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
 }
-REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims", "dots_with_attention")
+ATTENTION_KINDS = ("auto", "xla", "splash", "cudnn")  # kd_jax/models/attention.py
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
@@ -73,6 +74,7 @@ class ModelConfig:
     param_dtype: str = "float32"
     dtype: str = "float32"  # compute dtype of activations and matmuls
     remat_policy: str = "none"
+    attention: str = "auto"  # "auto" | "xla" | "splash" | "cudnn" (models/attention.py)
     lora: LoraConfig | None = None
 
     def __post_init__(self):
@@ -86,6 +88,10 @@ class ModelConfig:
         if self.remat_policy not in REMAT_POLICIES:
             raise ModelConfigError(
                 f"Unknown remat_policy {self.remat_policy!r}; choose from {list(REMAT_POLICIES)}."
+            )
+        if self.attention not in ATTENTION_KINDS:
+            raise ModelConfigError(
+                f"Unknown attention {self.attention!r}; choose from {list(ATTENTION_KINDS)}."
             )
         for name in ("param_dtype", "dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):

@@ -30,6 +30,7 @@ def model_config() -> ConfigDict:
                     alpha=16.0,
                     dropout=0.05,
                     targets=("q", "k", "v", "up", "down"),
+                    param_dtype="float32",  # the adapters' master dtype (the base: param_dtype)
                 )
             ),
         )

@@ -57,7 +57,8 @@ def lora_config(mc: ConfigDict) -> LoraConfig | None:
     if not mc.lora.enabled:
         return None
     lc = mc.lora
-    return LoraConfig(rank=lc.rank, alpha=lc.alpha, dropout=lc.dropout, targets=tuple(lc.targets))
+    return LoraConfig(rank=lc.rank, alpha=lc.alpha, dropout=lc.dropout, targets=tuple(lc.targets),
+                      param_dtype=lc.param_dtype)  # fmt: skip
 
 
 def _split(model: Decoder, mc: ConfigDict) -> ModelParts:
@@ -99,8 +100,12 @@ def build_model(
         src_vocab = run.get("resolved_vocab_size") or vocab_size
         if src.workdir and Path(src.workdir).absolute() == Path(mc.workdir).absolute():
             raise ModelSourceError(f"{mc.workdir}: its student.workdir points to itself.")
+        # The dtypes are the ones this config asks for, not the source run's: the
+        # checkpoint's arrays are cast on restore to the abstract params' dtypes.
+        asked = {**common, "param_dtype": mc.param_dtype}
+        asked["lora"] = {**src.lora.to_dict(), "param_dtype": mc.lora.param_dtype}
         parts = build_model(
-            ConfigDict({**src.to_dict(), "workdir": src.workdir, **common}),
+            ConfigDict({**src.to_dict(), "workdir": src.workdir, **asked}),
             role=role,
             vocab_size=src_vocab,
             mesh=mesh,

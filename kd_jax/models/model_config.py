@@ -32,8 +32,13 @@ class LoraConfig:
     alpha: float = 16.0
     dropout: float = 0.05
     targets: tuple[str, ...] = ("q", "k", "v", "up", "down")
+    param_dtype: str = "float32"  # the adapters' storage (master) dtype, whatever the base's
 
     def __post_init__(self):
+        if self.param_dtype not in ("float32", "bfloat16", "float16"):
+            raise ModelConfigError(
+                f"lora.param_dtype must be float32, bfloat16 or float16, got {self.param_dtype!r}."
+            )
         if self.rank < 1:
             raise ModelConfigError(f"LoRA rank must be >= 1, got {self.rank}.")
         if not 0.0 <= self.dropout < 1.0:

@@ -49,12 +49,13 @@ from absl import flags
 from flax import nnx
 from ml_collections import ConfigDict, config_flags
 
+from kd_jax import accelerators, compiled_loops, state, train
 from kd_jax import sharding as shd
-from kd_jax import state, train
 from kd_jax import step as step_lib
 from kd_jax.config_checks import validate
 from kd_jax.data import builtin_paths
-from kd_jax.models import abstract_model, hf_io, presets
+from kd_jax.losses.chunked import LOOP_SCOPE
+from kd_jax.models import abstract_model, attention, hf_io, presets
 from kd_jax.optim import learning_rate_schedule, make_optimizer
 
 DEVICE_FLAG = "--xla_force_host_platform_device_count"
@@ -174,24 +175,25 @@ def summarize(name: str, parts) -> ModelSummary:
 # ---- the plan ----------------------------------------------------------------------------
 
 
-def plan(config) -> dict:
-    """Compiles the train step of `config` on the current devices; returns the numbers."""
+def plan(config, devices=None, topology: str | None = None) -> dict:
+    """Compiles the train step of `config` on `devices` (default: the current ones; the
+    abstract TPU devices of `topology`); returns the numbers."""
     _validate(config)
     rules = tuple(tuple(r) for r in config.sharding_rules)
-    mesh = shd.make_mesh(dict(config.mesh))
+    mesh = shd.make_mesh(dict(config.mesh), devices)
     student = abstract_parts(config.student, mesh=mesh, rules=rules)
     teacher = None
     if config.method == "kd" and not config.kd.teacher_cache:
         teacher = abstract_parts(config.teacher, mesh=mesh, rules=rules)
     train._check_vocab(config, student.cfg.vocab_size, student, teacher)
     batch, notes = _abstract_batch(config, mesh, rules)
-    state, mem = _compile(config, mesh, rules, student, teacher, batch)
+    state, mem, hlo = _compile(config, mesh, rules, student, teacher, batch)
 
     s = summarize(_name(config.student), student)
     b, t = config.data.batch_size, config.data.max_length
     lora = student.cfg.lora is not None
     out = {
-        "devices": jax.device_count(),
+        "devices": mesh.size,
         "mesh": dict(mesh.shape),
         "method": config.method,
         "tokens_per_step": b * t,
@@ -221,6 +223,7 @@ def plan(config) -> dict:
         out["teacher"] = dataclasses.asdict(ts)
         out["bytes"]["teacher"] = ts.bytes_per_device
         out["flops"]["teacher"] = _flops("2N", ts, t, b * t)
+    _accelerator_fields(out, config, mesh, topology, hlo, student)
     if config.gkd.lambda_ > 0:
         notes.append(
             "on-policy batches (gkd.lambda_ > 0) also run the sampler, whose KV cache "
@@ -253,7 +256,8 @@ def _abstract_batch(config, mesh, rules) -> tuple[dict, list[str]]:
 
 
 def _compile(config, mesh, rules, student, teacher, batch):
-    """(abstract train state, XLA memory stats) of the step `kd_jax.train.run` builds."""
+    """(abstract train state, XLA memory stats, optimized HLO text) of the step
+    `kd_jax.train.run` builds, compiled for the mesh's devices (CPU, or a TPU topology)."""
     num_steps = config.train.num_steps
     optimizer = make_optimizer(config.optim, num_steps)
     abstract = jax.eval_shape(lambda p: step_lib.init_state(p, optimizer), student.trainable)
@@ -282,7 +286,40 @@ def _compile(config, mesh, rules, student, teacher, batch):
     # the whole batch on every fsdp device).
     with shd.activation_sharding(mesh, rules):
         compiled = step.lower(state, batch, rng, context).compile()
-    return state, compiled.memory_analysis()
+    return state, compiled.memory_analysis(), compiled.as_text()
+
+
+def _accelerator_fields(out: dict, config, mesh, topology, hlo: str, student) -> None:
+    """The chip, its HBM and the verdict, the attention kernel, the loss loop's
+    collectives, and the time floor at the chip's peak (accelerators.py's table)."""
+    device = mesh.devices.flat[0]
+    chip = accelerators.chip(topology or device.device_kind)
+    x = out["xla"]
+    with shd.activation_sharding(mesh, ()):
+        kernel = attention.resolve(student.cfg.attention)
+    loop = compiled_loops.loop_collectives(hlo, LOOP_SCOPE)
+    out.update(
+        topology=topology or f"cpu:{mesh.size}",
+        device_kind=device.device_kind,
+        platform=device.platform,
+        peak_bytes_per_device=x["peak"],
+        hbm_bytes_per_device=chip.hbm_bytes if chip else None,
+        attention=kernel,
+        loop_collectives=loop,
+        loop_collective_bytes=sum(c["bytes"] for c in loop),
+        unembedding_bytes=student.cfg.hidden_size * student.cfg.vocab_size
+        * jnp.dtype(student.cfg.param_dtype).itemsize,
+    )  # fmt: skip
+    out["fits"], out["verdict"] = None, "no chip table entry: compare the peak by hand"
+    if chip:
+        out["fits"], out["verdict"] = accelerators.verdict(
+            x["peak"], chip.hbm_bytes, temporaries=x["temporaries"], arguments=x["arguments"],
+            mesh=dict(mesh.shape), grad_accum=config.optim.grad_accum,
+            remat_policy=config.student.remat_policy,
+        )  # fmt: skip
+        total = sum(f["model"] for f in out["flops"].values())
+        out["time_floor_s"] = total / (mesh.size * chip.peak_flops)
+        out["chip"] = dataclasses.asdict(chip)
 
 
 def _flops(rule: str, m: ModelSummary, length: int, tokens: int) -> dict:
@@ -363,6 +400,19 @@ def format_plan(p: dict) -> str:
         f"  ({_num(total / p['devices'])}FLOP per device)",
         f"  + attention scores           {_num(attention):>10s}FLOP  (full T x T mask)",
     ]
+    if p.get("hbm_bytes_per_device"):
+        lines.append(
+            f"chip {p['chip']['name']} ({p['topology']}): HBM "
+            f"{_size(p['hbm_bytes_per_device']).strip()}, peak "
+            f"{_size(p['peak_bytes_per_device']).strip()} per device: "
+            f"{p['verdict']}; time floor at {p['chip']['peak_flops'] / 1e12:.0f} TFLOP/s "
+            f"per chip {p['time_floor_s'] * 1e3:.1f} ms/step"
+        )
+    lines.append(
+        f"attention: {p['attention']}; loss-chunk loop moves "
+        f"{_size(p['loop_collective_bytes']).strip()}"
+        f" per iteration in {len(p['loop_collectives'])} collectives"
+    )
     lines += [f"note: {n}" for n in p["notes"]]
     return "\n".join(lines)
 
@@ -386,19 +436,31 @@ def main(argv: list[str]) -> int:
         description="Per-device memory and FLOPs of a config's train step, compiled ahead "
         "of time on simulated CPU devices. Config flags: --config FILE[:arg] --config.k=v.",
     )
-    p.add_argument("--devices", type=int, required=True, help="number of devices to plan for")
+    p.add_argument("--devices", type=int, default=0, help="simulated CPU devices to plan for")
+    p.add_argument("--topology", default="", help="TPU slice compiled for by libtpu, e.g. "
+                   "v5p:4x4x4, v6e:2x4 (no TPU needed)")  # fmt: skip
     p.add_argument("--mesh", default="", help="e.g. data=1,fsdp=16,tensor=4 (else config.mesh)")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
     args, rest = p.parse_known_args(argv)
-    if args.devices < 1:
-        raise SystemExit("kd-jax: error: --devices must be at least 1.")
-    if not _has_devices(args.devices):
+    devices, notes = None, []
+    if args.topology:
+        try:
+            devices, why = accelerators.topology_devices(args.topology)
+            n = accelerators.chips_in(args.topology)
+        except accelerators.TopologyError as e:
+            raise SystemExit(f"kd-jax: error: {e}") from None
+        if devices is None:
+            notes.append(why)
+            args.devices = n
+    if devices is None and args.devices < 1:
+        raise SystemExit("kd-jax: error: --devices must be at least 1 (or name a --topology).")
+    if devices is None and not _has_devices(args.devices):
         # XLA reads the device count once, when JAX starts: run again in a child that
         # starts with it. The child inherits stdout/stderr, so it prints the plan itself.
         cmd = [sys.executable, "-m", "kd_jax.main", "plan", *argv]
         return subprocess.call(cmd, env=_device_env(args.devices))
 
-    if jax.device_count() != args.devices:
+    if devices is None and jax.device_count() != args.devices:
         raise SystemExit(
             f"kd-jax: error: JAX already started with {jax.device_count()} devices; run "
             "`kd-jax plan` in a fresh process."
@@ -407,7 +469,8 @@ def main(argv: list[str]) -> int:
     if args.mesh:
         mesh = {"data": 1, "fsdp": 1, "tensor": 1, **_parse_mesh(args.mesh)}
         config.mesh.update(mesh)
-    result = plan(config)
+    result = plan(config, devices, args.topology or None)
+    result["notes"] += notes
     print(json.dumps(result) if args.json else format_plan(result))
     return 0
 

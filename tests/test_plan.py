@@ -145,3 +145,18 @@ def test_user_errors_are_one_line(capsys, devices, extra, message):
     assert cli(["plan", *TINY, "--devices", "8", *extra]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_plan_for_a_tpu_topology_compiles_with_the_tpu_compiler(capsys):
+    """libtpu compiles the tiny step for an abstract v5e slice (no TPU here): splash
+    attention, the chip's HBM, a verdict, and a loss loop that moves no weights."""
+    pytest.importorskip("libtpu")
+    tiny = [a.replace("max_length=32", "max_length=128") for a in TINY]
+    assert plan_lib.main([*tiny, "--topology", "v5e:2x2", "--mesh", "fsdp=4", "--json"]) == 0
+    p = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert p["platform"] == "tpu" and p["devices"] == 4 and p["topology"] == "v5e:2x2"
+    assert p["attention"] == "splash"
+    assert p["hbm_bytes_per_device"] == 16 * 1024**3 and p["fits"] is True
+    assert 0 < p["peak_bytes_per_device"] < p["hbm_bytes_per_device"]
+    assert p["loop_collective_bytes"] < 0.01 * p["unembedding_bytes"]
+    assert p["time_floor_s"] > 0

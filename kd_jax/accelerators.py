@@ -72,6 +72,8 @@ def topology_devices(topology: str):
 
     # Without a TPU VM's metadata server libtpu would look for worker hostnames.
     os.environ.setdefault("TPU_WORKER_HOSTNAMES", "localhost")
+    # A deviceless compile opens no chip, so it need not take libtpu's one-process lock.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
         desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
     except Exception as e:  # libtpu raises plain RuntimeErrors / XlaRuntimeErrors

@@ -6,8 +6,12 @@
 A loop is an HLO `while` whose op name (from `jax.named_scope`) contains `scope`; what
 counts as inside is its body and every computation the body calls, nested loops
 included. Each collective is listed once per program text, so the bytes are per
-iteration of the loop that holds it. `bytes` is the size of the instruction's result (the
-gathered array of an all-gather, the summed one of an all-reduce); an asynchronous
+iteration of the loop that holds it. `own` says whether the collective comes from the
+loop's own code (its op name is inside `scope`) or was scheduled into the loop body by
+the compiler from elsewhere (TPU's async collective fusion overlaps, e.g., the next
+layer scan's weight all-gathers with this loop's compute). `bytes` is the size of the
+instruction's result (the gathered array of an all-gather, the summed one of an
+all-reduce); an asynchronous
 `-start` returns a tuple and counts its largest element, its `-done` is not counted.
 """
 
@@ -92,5 +96,6 @@ def loop_collectives(hlo_text: str, scope: str) -> list[dict]:
                             "shape": " ".join(f"{dt}[{dims}]" for dt, dims in shape),
                             "bytes": array_bytes(m.group(2)),
                             "loop": instr.group(1),
+                            "own": scope in inner,
                         })  # fmt: skip
     return out

@@ -49,13 +49,12 @@ from absl import flags
 from flax import nnx
 from ml_collections import ConfigDict, config_flags
 
-from kd_jax import accelerators, compiled_loops, state, train
+from kd_jax import accelerators, plan_programs, state, train
 from kd_jax import sharding as shd
 from kd_jax import step as step_lib
 from kd_jax.config_checks import validate
 from kd_jax.data import builtin_paths
-from kd_jax.losses.chunked import LOOP_SCOPE
-from kd_jax.models import abstract_model, attention, hf_io, presets
+from kd_jax.models import abstract_model, hf_io, presets
 from kd_jax.optim import learning_rate_schedule, make_optimizer
 
 DEVICE_FLAG = "--xla_force_host_platform_device_count"
@@ -223,12 +222,9 @@ def plan(config, devices=None, topology: str | None = None) -> dict:
         out["teacher"] = dataclasses.asdict(ts)
         out["bytes"]["teacher"] = ts.bytes_per_device
         out["flops"]["teacher"] = _flops("2N", ts, t, b * t)
-    _accelerator_fields(out, config, mesh, topology, hlo, student)
+    plan_programs.accelerator_fields(out, config, mesh, topology, hlo, student)
     if config.gkd.lambda_ > 0:
-        notes.append(
-            "on-policy batches (gkd.lambda_ > 0) also run the sampler, whose KV cache "
-            "is not part of this step"
-        )
+        out["sampler"] = plan_programs.sampler_memory(config, mesh, rules, student, batch)
     return out
 
 
@@ -289,39 +285,6 @@ def _compile(config, mesh, rules, student, teacher, batch):
     return state, compiled.memory_analysis(), compiled.as_text()
 
 
-def _accelerator_fields(out: dict, config, mesh, topology, hlo: str, student) -> None:
-    """The chip, its HBM and the verdict, the attention kernel, the loss loop's
-    collectives, and the time floor at the chip's peak (accelerators.py's table)."""
-    device = mesh.devices.flat[0]
-    chip = accelerators.chip(topology or device.device_kind)
-    x = out["xla"]
-    with shd.activation_sharding(mesh, ()):
-        kernel = attention.resolve(student.cfg.attention)
-    loop = compiled_loops.loop_collectives(hlo, LOOP_SCOPE)
-    out.update(
-        topology=topology or f"cpu:{mesh.size}",
-        device_kind=device.device_kind,
-        platform=device.platform,
-        peak_bytes_per_device=x["peak"],
-        hbm_bytes_per_device=chip.hbm_bytes if chip else None,
-        attention=kernel,
-        loop_collectives=loop,
-        loop_collective_bytes=sum(c["bytes"] for c in loop),
-        unembedding_bytes=student.cfg.hidden_size * student.cfg.vocab_size
-        * jnp.dtype(student.cfg.param_dtype).itemsize,
-    )  # fmt: skip
-    out["fits"], out["verdict"] = None, "no chip table entry: compare the peak by hand"
-    if chip:
-        out["fits"], out["verdict"] = accelerators.verdict(
-            x["peak"], chip.hbm_bytes, temporaries=x["temporaries"], arguments=x["arguments"],
-            mesh=dict(mesh.shape), grad_accum=config.optim.grad_accum,
-            remat_policy=config.student.remat_policy,
-        )  # fmt: skip
-        total = sum(f["model"] for f in out["flops"].values())
-        out["time_floor_s"] = total / (mesh.size * chip.peak_flops)
-        out["chip"] = dataclasses.asdict(chip)
-
-
 def _flops(rule: str, m: ModelSummary, length: int, tokens: int) -> dict:
     """Model FLOPs of one step by `rule` (k*N per token), and attention scores beside it:
     forward 4 * L * T * heads * head_dim per token, times 3 with a backward pass."""
@@ -346,11 +309,7 @@ def _name(mc) -> str:
 # ---- report ------------------------------------------------------------------------------
 
 
-def _size(n: float) -> str:
-    for unit, size in (("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:9.2f} {unit}"
-    return f"{n:9.0f} B  "
+_size = plan_programs.size_text
 
 
 def _num(n: float) -> str:
@@ -400,19 +359,7 @@ def format_plan(p: dict) -> str:
         f"  ({_num(total / p['devices'])}FLOP per device)",
         f"  + attention scores           {_num(attention):>10s}FLOP  (full T x T mask)",
     ]
-    if p.get("hbm_bytes_per_device"):
-        lines.append(
-            f"chip {p['chip']['name']} ({p['topology']}): HBM "
-            f"{_size(p['hbm_bytes_per_device']).strip()}, peak "
-            f"{_size(p['peak_bytes_per_device']).strip()} per device: "
-            f"{p['verdict']}; time floor at {p['chip']['peak_flops'] / 1e12:.0f} TFLOP/s "
-            f"per chip {p['time_floor_s'] * 1e3:.1f} ms/step"
-        )
-    lines.append(
-        f"attention: {p['attention']}; loss-chunk loop moves "
-        f"{_size(p['loop_collective_bytes']).strip()}"
-        f" per iteration in {len(p['loop_collectives'])} collectives"
-    )
+    lines += plan_programs.format_lines(p)
     lines += [f"note: {n}" for n in p["notes"]]
     return "\n".join(lines)
 

@@ -160,3 +160,13 @@ def test_plan_for_a_tpu_topology_compiles_with_the_tpu_compiler(capsys):
     assert 0 < p["peak_bytes_per_device"] < p["hbm_bytes_per_device"]
     assert p["loop_collective_bytes"] < 0.01 * p["unembedding_bytes"]
     assert p["time_floor_s"] > 0
+
+
+def test_gkd_plan_compiles_the_sampler_program_too(capsys, devices):
+    tiny = [a for a in TINY if "chunk_size" not in a]
+    p = _plan(capsys, "--mesh", "data=8", "--config.gkd.lambda_=0.5",
+              "--config.data.packing=False", "--config.gkd.max_new_tokens=8",
+              *[a for a in tiny if a not in TINY])  # fmt: skip
+    s = p["sampler"]
+    assert s["max_new_tokens"] == 8 and s["temporaries"] > 0
+    assert s["peak"] == s["arguments"] + s["outputs"] - s["aliased"] + s["temporaries"]

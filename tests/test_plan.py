@@ -170,3 +170,21 @@ def test_gkd_plan_compiles_the_sampler_program_too(capsys, devices):
     s = p["sampler"]
     assert s["max_new_tokens"] == 8 and s["temporaries"] > 0
     assert s["peak"] == s["arguments"] + s["outputs"] - s["aliased"] + s["temporaries"]
+
+
+def test_chip_table_and_verdict():
+    from kd_jax import accelerators as acc
+
+    assert acc.chip("v5p:4x4x4").hbm_bytes == 95 * 1024**3
+    assert acc.chip("TPU v5 lite").peak_flops == 197e12 and acc.chip("v6e:2x4").name == "TPU v6e"
+    assert acc.chips_in("v5p:4x4x4") == 64 and acc.chips_in("v6e:2x4") == 8
+    with pytest.raises(ValueError, match="v5p:4x4x4"):
+        acc.chips_in("v5p")
+    gib = 1024**3
+    ok = acc.verdict(10 * gib, 16 * gib, temporaries=8 * gib, arguments=2 * gib,
+                     mesh={"fsdp": 4}, grad_accum=1, remat_policy="none")  # fmt: skip
+    assert ok == (True, "fits")
+    fits, text = acc.verdict(40 * gib, 16 * gib, temporaries=36 * gib, arguments=4 * gib,
+                             mesh={"fsdp": 4}, grad_accum=2, remat_policy="dots")  # fmt: skip
+    # 36 GiB of activations into the 12 GiB left: 4x more micro-batches.
+    assert not fits and text == "does not fit: try grad_accum=8 / fsdp=8 / remat=full"

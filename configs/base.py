@@ -21,6 +21,8 @@ def model_config() -> ConfigDict:
             dtype="float32",  # compute dtype
             param_dtype="float32",  # storage dtype (master weights for the student)
             remat_policy="none",
+            # "auto" (splash on TPU, cudnn on GPU, xla on CPU) | "xla" | "splash" | "cudnn"
+            attention="auto",
             lora=ConfigDict(
                 dict(
                     enabled=False,
@@ -28,6 +30,7 @@ def model_config() -> ConfigDict:
                     alpha=16.0,
                     dropout=0.05,
                     targets=("q", "k", "v", "up", "down"),
+                    param_dtype="float32",  # the adapters' master dtype (the base: param_dtype)
                 )
             ),
         )

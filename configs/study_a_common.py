@@ -96,9 +96,11 @@ def base_config(fields: dict):
     c.data.subset_seed = 0  # the nested subsets are the same for every seed
     c.data.seed = c.seed
     c.data.format = "chat"
-    # One example per row: on-policy GKD needs it, and SFT uses it too so that both
-    # methods see the same batches per step.
-    c.data.packing = False
+    # One example per row on CPU (both methods see the same batches per step). At 4,096
+    # tokens SFT packs (segment ids through the attention kernel, so packed examples
+    # never see each other): unpacked rows of ~1k-token chats would be mostly padding.
+    # On-policy GKD needs one example per row (set_gkd).
+    c.data.packing = not local(fields)
     c.data.train_on_inputs = False
     c.optim.name = "adamw"
     c.optim.lr = 5e-6  # Tulu 3 SFT lr for 8B-class models (2e-6 for 70B) (inferred)
@@ -185,6 +187,7 @@ def set_gkd(c, fields: dict, divergence: str = "gjsd") -> None:
     """On-policy KD with TRL's GKD defaults (inferred): lambda 0.5, beta 0.5, T 0.9 for
     both sampling and the loss, 128 new tokens; the loss is the divergence alone."""
     c.method = "kd"
+    c.data.packing = False  # the sampler continues each row's one prompt
     c.kd.divergence = divergence
     c.kd.alpha = 1.0
     c.kd.beta = 0.5

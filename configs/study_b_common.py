@@ -105,6 +105,9 @@ def set_model(mc, key: str, fields: dict, lora: bool) -> None:
     mc.hf_path = os.path.join(roots(fields)[0], folder)
     mc.preset = preset  # the shape, for `kd-jax plan`; weights come from hf_path
     mc.dtype = "bfloat16"  # Study B trained in fp16; bf16 is the TPU equivalent (inferred)
+    # 256-token rows: saving the weight matmuls' outputs is cheap and spares their
+    # recomputation; the teacher runs forward only, so it saves nothing (set below).
+    mc.remat_policy = "dots_with_no_batch_dims"
     mc.param_dtype = "float32" if lora else "bfloat16"
     mc.lora.enabled = lora
     mc.lora.rank, mc.lora.alpha, mc.lora.dropout = 8, 16.0, 0.05
@@ -187,6 +190,7 @@ def condition_config(fields: dict):
     c.teacher.checkpoint = "best"
     if not local:
         c.teacher.dtype = c.teacher.param_dtype = "bfloat16"
+        c.teacher.remat_policy = "none"  # forward only: nothing is saved for a backward
     if teacher_key.startswith("qwen") and MODELS[teacher_key][2] >= 7 > MODELS[student_key][2]:
         c.kd.vocab_size = QWEN_SMALL_VOCAB if not local else 0
     c.kd.alpha = 1.0  # KD weight 1.0, no CE term

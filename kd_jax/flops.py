@@ -10,32 +10,20 @@ One counting, used by `kd-jax plan` (before a run) and by the training loop's lo
 - Attention scores over the full [T, T] mask add 4 * layers * T * heads * head_dim per
   token forward, times 3 with a backward pass.
 
-Peaks are dense bf16 FLOP/s per chip from the vendors' data sheets (`CHIP_PEAK_TFLOPS`).
+Peaks are dense bf16 FLOP/s per chip from the vendors' data sheets (kd_jax.accelerators).
 On CPU there is no data sheet: the peak is the float32 matmul rate of one device,
 measured once (`cpu_matmul_flops_per_s`).
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 
 import jax
 import jax.numpy as jnp
 
-# Dense bf16 TFLOP/s per chip, matched against `jax.Device.device_kind` (lower case,
-# first match wins: "v5 lite" before "v5").
-CHIP_PEAK_TFLOPS = (
-    ("v6", 918.0),  # TPU v6e (Trillium)
-    ("v5 lite", 197.0),  # TPU v5e ("TPU v5 lite")
-    ("v5e", 197.0),
-    ("v5p", 459.0),
-    ("v5", 459.0),  # TPU v5p reports "TPU v5"
-    ("v4", 275.0),
-    ("h200", 989.0),  # NVIDIA H200 (SXM): dense, without sparsity
-    ("h100", 989.0),  # NVIDIA H100 SXM
-)
+from kd_jax import accelerators
 
 
 def flop_params(total_params: int, vocab_size: int, hidden_size: int, tied: bool) -> int:
@@ -70,15 +58,11 @@ def parts_flops(parts, role: str, length: int, tokens: int) -> dict:
 
 
 def chip_peak_flops_per_s(device_kind: str) -> float | None:
-    """The bf16 peak of one chip of this kind, or None when it is not in the table."""
-    kind = device_kind.lower()
-    for key, tflops in CHIP_PEAK_TFLOPS:
-        if key in kind:
-            return tflops * 1e12
-    return None
+    """The bf16 peak of one chip of this kind (kd_jax.accelerators' table), or None."""
+    found = accelerators.chip_for_kind(device_kind)
+    return None if found is None else found.peak_flops
 
 
-@functools.cache
 def cpu_matmul_flops_per_s(size: int = 1024, repeats: int = 5) -> float:
     """The best float32 [size, size] @ [size, size] rate of one CPU device (FLOP/s)."""
     dev = jax.local_devices()[0]

@@ -41,7 +41,7 @@ from pathlib import Path
 import jax
 from ml_collections import ConfigDict
 
-from kd_jax import flops
+from kd_jax import flops, plan_programs
 from kd_jax import sharding as shd
 from kd_jax import step_builder as build
 from kd_jax.config_checks import validate
@@ -128,11 +128,12 @@ def summarize(name: str, parts) -> ModelSummary:
 # ---- the plan ----------------------------------------------------------------------------
 
 
-def plan(config) -> dict:
-    """Compiles the train step of `config` on the current devices; returns the numbers."""
+def plan(config, devices=None, topology: str | None = None) -> dict:
+    """Compiles the train step of `config` on `devices` (default: the current ones; the
+    abstract TPU devices of `topology`); returns the numbers."""
     _validate(config)
     rules = build.rules_of(config)
-    mesh = shd.make_mesh(dict(config.mesh))
+    mesh = shd.make_mesh(dict(config.mesh), devices)
     common = dict(mesh=mesh, rules=rules, abstract=True)
     student = loader.build(config.student, role="student", **common)
     teacher = None
@@ -140,13 +141,13 @@ def plan(config) -> dict:
         teacher = loader.build(config.teacher, role="teacher", **common)
     build.check_vocab(config, student.cfg.vocab_size, student, teacher)
     batch, notes = _abstract_batch(config, mesh, rules)
-    state, mem = _compile(config, mesh, rules, student, teacher, batch)
+    state, mem, hlo = _compile(config, mesh, rules, student, teacher, batch)
 
     s = summarize(_name(config.student), student)
     b, t = config.data.batch_size, config.data.max_length
     lora = student.cfg.lora is not None
     out = {
-        "devices": jax.device_count(),
+        "devices": mesh.size,
         "mesh": dict(mesh.shape),
         "method": config.method,
         "tokens_per_step": b * t,
@@ -176,11 +177,9 @@ def plan(config) -> dict:
         out["teacher"] = dataclasses.asdict(ts)
         out["bytes"]["teacher"] = ts.bytes_per_device
         out["flops"]["teacher"] = _flops("2N", ts, t, b * t)
+    plan_programs.accelerator_fields(out, config, mesh, topology, hlo, student)
     if config.gkd.lambda_ > 0:
-        notes.append(
-            "on-policy batches (gkd.lambda_ > 0) also run the sampler, whose KV cache "
-            "is not part of this step"
-        )
+        out["sampler"] = plan_programs.sampler_memory(config, mesh, rules, student, batch)
     return out
 
 
@@ -199,7 +198,8 @@ def _abstract_batch(config, mesh, rules) -> tuple[dict, list[str]]:
 
 
 def _compile(config, mesh, rules, student, teacher, batch):
-    """(abstract train state, XLA memory stats) of the step `kd_jax.train.run` builds."""
+    """(abstract train state, XLA memory stats, optimized HLO text) of the step
+    `kd_jax.train.run` builds, compiled for the mesh's devices (CPU, or a TPU topology)."""
     program = build.build_program(
         config,
         mesh=mesh,
@@ -215,7 +215,7 @@ def _compile(config, mesh, rules, student, teacher, batch):
     with shd.activation_sharding(mesh, rules):
         lowered = program.train_step.lower(program.abstract_state, batch, rng, program.context)
         compiled = lowered.compile()
-    return program.abstract_state, compiled.memory_analysis()
+    return program.abstract_state, compiled.memory_analysis(), compiled.as_text()
 
 
 def _flops(rule: str, m: ModelSummary, length: int, tokens: int) -> dict:
@@ -238,11 +238,7 @@ def _name(mc) -> str:
 # ---- report ------------------------------------------------------------------------------
 
 
-def _size(n: float) -> str:
-    for unit, size in (("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:9.2f} {unit}"
-    return f"{n:9.0f} B  "
+_size = plan_programs.size_text
 
 
 def _num(n: float) -> str:
@@ -292,5 +288,6 @@ def format_plan(p: dict) -> str:
         f"  ({_num(total / p['devices'])}FLOP per device)",
         f"  + attention scores           {_num(attention):>10s}FLOP  (full T x T mask)",
     ]
+    lines += plan_programs.format_lines(p)
     lines += [f"note: {n}" for n in p["notes"]]
     return "\n".join(lines)

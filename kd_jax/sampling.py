@@ -91,7 +91,7 @@ def generate_tokens(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: Samp
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
     packed = decode.pack(model)
     cache = decode.init_cache(model, b, p + n)
-    h, cache = decode.hidden(model, packed, prompts_BxP, positions, mask, cache)
+    h, cache = decode.hidden(model, packed, prompts_BxP, positions, mask, cache, prefill=True)
     logits = decode.logits(packed, h[:, -1:])[:, 0]
     stops = jnp.asarray(cfg.stop_tokens or (-1,), jnp.int32)
     ones = jnp.ones((b, 1), jnp.int32)

@@ -175,6 +175,11 @@ def under_activation_sharding(fn, mesh: Mesh, rules: Rules | None):
     return wrapped
 
 
+def active_activation_sharding() -> tuple[Mesh, Rules] | None:
+    """(mesh, rules) of the innermost `activation_sharding` context, or None outside one."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
 def constrain(x: jax.Array, axes: Sequence[str | None]) -> jax.Array:
     """Sharding constraint by logical axis names (used by model code)."""
     if not _ACTIVE:

@@ -71,6 +71,10 @@ def test_every_condition_builds_and_validates(path, runlocal):
         assert c.train.num_steps >= 1
         if c.gkd.lambda_ > 0:
             assert c.method == "kd" and c.kd.beta == 0.5 and not c.data.packing, arg
+        if not runlocal:  # real sizes: a remat policy chosen for the row length
+            assert c.student.remat_policy != "none", arg
+            if c.data.max_length >= 4096 and c.gkd.lambda_ == 0 and c.kd.reduction == "token":
+                assert c.data.packing, arg  # long rows pack (segment ids in the kernel)
         if c.eval.tasks:
             resolve(list(c.eval.tasks))
 

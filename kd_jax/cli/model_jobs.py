@@ -174,32 +174,47 @@ def _parse_mesh(text: str) -> dict:
 def cmd_plan(argv: list[str]) -> int:
     import jax
 
-    from kd_jax import plan
+    from kd_jax import accelerators, plan
 
     p = argparse.ArgumentParser(
         prog="kd-jax plan",
         description="Per-device memory and FLOPs of a config's train step, compiled ahead "
-        "of time on simulated CPU devices. Config flags: --config FILE[:arg] --config.k=v.",
+        "of time for a TPU topology (libtpu) or on simulated CPU devices. Config flags: "
+        "--config FILE[:arg] --config.k=v.",
     )
-    p.add_argument("--devices", type=int, required=True, help="number of devices to plan for")
+    p.add_argument("--devices", type=int, default=0, help="simulated CPU devices to plan for")
+    p.add_argument(
+        "--topology", default="", help="TPU slice compiled for by libtpu, e.g. v5p:4x4x4"
+    )
     p.add_argument("--mesh", default="", help="e.g. data=1,fsdp=16,tensor=4 (else config.mesh)")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
     config, rest = config_and_rest(argv, example="configs/base.py")
     args = p.parse_args(rest)
-    if args.devices < 1:
-        raise UserError("--devices must be at least 1.")
-    if not plan.has_devices(args.devices):
+    devices, notes = None, []
+    if args.topology:
+        try:
+            devices, why = accelerators.topology_devices(args.topology)
+            n = accelerators.chips_in(args.topology)
+        except accelerators.TopologyError as e:
+            raise UserError(str(e)) from None
+        if devices is None:  # no libtpu: the CPU-simulated plan, said so
+            notes.append(why)
+            args.devices = n
+    if devices is None and args.devices < 1:
+        raise UserError("--devices must be at least 1 (or name a --topology).")
+    if devices is None and not plan.has_devices(args.devices):
         # XLA reads the device count once, when JAX starts: run again in a child that
         # starts with it. The child inherits stdout/stderr, so it prints the plan itself.
         cmd = [sys.executable, "-m", "kd_jax.main", "plan", *argv]
         return subprocess.call(cmd, env=plan.device_env(args.devices))
-    if jax.device_count() != args.devices:
+    if devices is None and jax.device_count() != args.devices:
         raise UserError(
             f"JAX already started with {jax.device_count()} devices; run `kd-jax plan` in a "
             "fresh process."
         )
     if args.mesh:
         config.mesh.update({"data": 1, "fsdp": 1, "tensor": 1, **_parse_mesh(args.mesh)})
-    result = plan.plan(config)
+    result = plan.plan(config, devices, args.topology or None)
+    result["notes"] += notes
     print(json.dumps(result) if args.json else plan.format_plan(result))
     return 0

@@ -19,7 +19,9 @@ import math
 import jax
 import jax.numpy as jnp
 
-from kd_jax.models.decoder import Decoder, masked_softmax
+from kd_jax.models import attention
+from kd_jax.models.attention import masked_softmax
+from kd_jax.models.decoder import Decoder
 from kd_jax.models.layers import apply_rope, rms_norm, rope_inv_freq
 from kd_jax.sharding import constrain
 
@@ -93,9 +95,16 @@ def attend(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, mask_BxTxS) -> jax.Array:
     return jnp.transpose(out_BxKxGxTxH, (0, 3, 1, 2, 4)).reshape(b, t, n, hd)
 
 
-def hidden(model: Decoder, packed: dict, tokens_BxT, positions_BxT, segment_ids_BxT, cache):
+def hidden(
+    model: Decoder, packed: dict, tokens_BxT, positions_BxT, segment_ids_BxT, cache,
+    *, prefill: bool = False,
+):  # fmt: skip
     """(final-norm hidden states [B, T, D], cache) after writing T tokens at the cache's
-    index: the prompt in one call (prefill), then one token per call."""
+    index: the prompt in one call (prefill), then one token per call.
+
+    With `prefill` (the cache is empty, index 0) the prompt attends to itself through
+    the model's attention kernel (`model.attention`, attention.py); one-token steps
+    attend over the cache on the XLA path."""
     cfg = model.cfg
     b, t = tokens_BxT.shape
     dtype = cfg.jnp_dtype
@@ -104,7 +113,11 @@ def hidden(model: Decoder, packed: dict, tokens_BxT, positions_BxT, segment_ids_
     cache["segment_ids"] = jax.lax.dynamic_update_slice_in_dim(
         cache["segment_ids"], segment_ids_BxT, index, axis=1
     )
-    mask_BxTxS = cached_attention_mask(segment_ids_BxT, cache["segment_ids"], index)
+    kernel = prefill and attention.resolve(cfg.attention) != "xla"
+    if kernel:
+        prepared = attention.prepare(cfg.attention, segment_ids_BxT, (b, t))
+    else:
+        mask_BxTxS = cached_attention_mask(segment_ids_BxT, cache["segment_ids"], index)
     head_dim, theta, scaling = model.blocks.rope
     inv_freq = rope_inv_freq(head_dim, theta, dict(scaling) if scaling else None)
 
@@ -124,8 +137,12 @@ def hidden(model: Decoder, packed: dict, tokens_BxT, positions_BxT, segment_ids_
         h = rms_norm(x, w["attn_norm"], cfg.rms_norm_eps, dtype)
         q = apply_rope(project(h, w, "q", cfg.num_heads), positions_BxT, inv_freq)
         k = apply_rope(project(h, w, "k", cfg.num_kv_heads), positions_BxT, inv_freq)
-        ks[i], vs[i] = write(ks[i], k), write(vs[i], project(h, w, "v", cfg.num_kv_heads))
-        out = attend(q, ks[i], vs[i], mask_BxTxS)
+        v = project(h, w, "v", cfg.num_kv_heads)
+        ks[i], vs[i] = write(ks[i], k), write(vs[i], v)
+        if kernel:
+            out = attention.attend(cfg.attention, q, k, v, prepared)
+        else:
+            out = attend(q, ks[i], vs[i], mask_BxTxS)
         x = x + jnp.einsum("bti,io->bto", out.reshape(b, t, -1), w["o"])
         h = rms_norm(x, w["mlp_norm"], cfg.rms_norm_eps, dtype)
         gated = jax.nn.silu(h @ w["gate"]) * (h @ w["up"])

@@ -4,8 +4,9 @@ Pre-norm blocks of grouped-query attention with RoPE and a SwiGLU MLP. The block
 are stacked on a leading `layers` axis and run with `jax.lax.scan`, so compile time does
 not grow with depth; `remat_policy` decides what the backward pass recomputes.
 
-Attention honours `segment_ids` (packed examples never see each other; 0 marks padding)
-and explicit `positions` (RoPE restarts per packed example, or skips left padding).
+Attention (attention.py: one entry point, a kernel per backend) honours `segment_ids`
+(packed examples never see each other; 0 marks padding) and explicit `positions`
+(RoPE restarts per packed example, or skips left padding).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from kd_jax.models import attention
 from kd_jax.models.layers import Dense, Embed, RMSNorm, apply_rope, rope_inv_freq
 from kd_jax.models.model_config import ModelConfig
 from kd_jax.sharding import constrain
@@ -22,36 +24,14 @@ _REMAT = {
     "full": None,  # save nothing: recompute the whole block
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_with_no_batch_dims": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    # The weight matmuls and the attention kernel's output and log-sum-exp: the backward
+    # pass then never reruns the attention forward (fused kernels are not "dots").
+    "dots_with_attention": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+        jax.checkpoint_policies.save_only_these_names(attention.RESIDUALS_NAME),
+    ),
 }
 _BLOCK_LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
-
-
-def attention_mask(segment_ids_BxT: jax.Array) -> jax.Array:
-    """[B, T, S] boolean: causal, within one segment, never to padding (segment 0)."""
-    t = segment_ids_BxT.shape[1]
-    causal = jnp.tril(jnp.ones((t, t), dtype=bool))
-    same = segment_ids_BxT[:, :, None] == segment_ids_BxT[:, None, :]
-    return causal[None] & same & (segment_ids_BxT[:, None, :] != 0)
-
-
-def attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS) -> jax.Array:
-    """Grouped-query attention [B, T, N, H] (decoding has its own layout, decode.py)."""
-    b, t, n, hd = q_BxTxNxH.shape
-    kv_heads = k_BxSxKxH.shape[2]
-    q_BxTxKxGxH = q_BxTxNxH.reshape(b, t, kv_heads, n // kv_heads, hd)
-    scores = jnp.einsum(
-        "btkgh,bskh->bkgts", q_BxTxKxGxH, k_BxSxKxH, preferred_element_type=jnp.float32
-    ) / jnp.sqrt(jnp.float32(hd))
-    probs = masked_softmax(scores, mask_BxTxS, v_BxSxKxH.dtype)
-    return jnp.einsum("bkgts,bskh->btkgh", probs, v_BxSxKxH).reshape(b, t, n, hd)
-
-
-def masked_softmax(scores_BxKxGxTxS, mask_BxTxS, dtype) -> jax.Array:
-    """Attention probabilities over S, masked positions excluded."""
-    # A finite fill keeps fully-masked (padding) rows finite; their outputs are unused.
-    fill = jnp.finfo(jnp.float32).min
-    scores = jnp.where(mask_BxTxS[:, None, None], scores_BxKxGxTxS, fill)
-    return jax.nn.softmax(scores, axis=-1).astype(dtype)
 
 
 class Block(nnx.Module):
@@ -94,9 +74,11 @@ class Block(nnx.Module):
         self.up = Dense((d,), (f,), ("embed",), ("mlp",), lora=lora("up"), **common)
         self.down = Dense((f,), (d,), ("mlp",), ("embed",), lora=lora("down"), **common)
         self.rope = (hd, cfg.rope_theta, cfg.rope_scaling)
+        self.attention_kind = cfg.attention
 
-    def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, dropout_rng=None):
-        """One block (training and scoring; decoding with a KV cache is in decode.py)."""
+    def __call__(self, x_BxTxD, positions_BxT, prepared, dropout_rng=None):
+        """One block (training and scoring; decoding with a KV cache is in decode.py).
+        `prepared`: the attention mask or segment ids, `attention.prepare`."""
         rngs = [None] * 7 if dropout_rng is None else list(jax.random.split(dropout_rng, 7))
         rng = dict(zip(_BLOCK_LORA_TARGETS, rngs, strict=True))
 
@@ -107,7 +89,7 @@ class Block(nnx.Module):
         k_BxSxKxH = apply_rope(self.k(h, rng["k"]), positions_BxT, inv_freq)
         v_BxSxKxH = self.v(h, rng["v"])
         q_BxTxNxH = constrain(q_BxTxNxH, ("act_batch", "act_len", "act_heads", None))
-        out = attention(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, mask_BxTxS)
+        out = attention.attend(self.attention_kind, q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, prepared)
         x_BxTxD = x_BxTxD + self.o(out, rng["o"])
         x_BxTxD = constrain(x_BxTxD, ("act_batch", "act_len", "act_embed"))
 
@@ -163,9 +145,7 @@ class Decoder(nnx.Module):
         b, t = tokens_BxT.shape
         if positions is None:
             positions = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
-        if segment_ids is None:
-            segment_ids = jnp.ones((b, t), jnp.int32)
-        mask_BxTxS = attention_mask(segment_ids)
+        prepared = attention.prepare(self.cfg.attention, segment_ids, (b, t))
         x = constrain(self.embed(tokens_BxT), ("act_batch", "act_len", "act_embed"))
 
         graphdef, stacked = nnx.split(self.blocks)
@@ -175,7 +155,7 @@ class Decoder(nnx.Module):
 
         def body(x, layer):
             layer_state, rng = layer
-            return nnx.merge(graphdef, layer_state)(x, positions, mask_BxTxS, rng), None
+            return nnx.merge(graphdef, layer_state)(x, positions, prepared, rng), None
 
         if self.cfg.remat_policy != "none":
             body = jax.checkpoint(body, policy=_REMAT[self.cfg.remat_policy], prevent_cse=False)

@@ -160,6 +160,7 @@ def load(
     lora: LoraConfig | None = None,
     remat_policy: str | None = None,
     seed: int = 0,
+    attention: str | None = None,
 ) -> Decoder:
     """Loads an HF Llama/Qwen2 folder into a Decoder, sharded on `mesh` if given.
 
@@ -167,7 +168,8 @@ def load(
     checkpoint's `torch_dtype`, else float32). With `lora`, fresh adapters are added.
     """
     folder = Path(path)
-    overrides = {k: v for k, v in dict(dtype=dtype, remat_policy=remat_policy).items() if v}
+    overrides = dict(dtype=dtype, remat_policy=remat_policy, attention=attention)
+    overrides = {k: v for k, v in overrides.items() if v}
     hf_json = _config_json(folder)
     stored = hf_json.get("torch_dtype") or hf_json.get("dtype")
     storage = param_dtype or (stored if stored in ("bfloat16", "float16") else "float32")

@@ -61,12 +61,14 @@ class Dense(nnx.Module):
             # PEFT's init: A ~ U(+-1/sqrt(fan_in)) (kaiming-uniform, a=sqrt(5)), B = 0, so a
             # fresh adapter leaves the model unchanged.
             bound = 1.0 / math.sqrt(math.prod(in_shape))
+            # Adapters keep their own (master) dtype; the frozen base stays in param_dtype.
+            adapter_dtype = jnp.dtype(lora.param_dtype)
             a = jax.random.uniform(
-                rngs.params(), lead + in_shape + (lora.rank,), param_dtype, -bound, bound
+                rngs.params(), lead + in_shape + (lora.rank,), adapter_dtype, -bound, bound
             )
             lora_a = nnx.LoRAParam(a, axes=lead_axes + tuple(in_axes) + ("lora_rank",))
             lora_b = nnx.LoRAParam(
-                jnp.zeros(lead + (lora.rank,) + out_shape, param_dtype),
+                jnp.zeros(lead + (lora.rank,) + out_shape, adapter_dtype),
                 axes=lead_axes + ("lora_rank",) + tuple(out_axes),
             )
         self.lora_a, self.lora_b = lora_a, lora_b

@@ -41,7 +41,18 @@ def lora_config(mc: ConfigDict) -> LoraConfig | None:
     if not mc.lora.enabled:
         return None
     lc = mc.lora
-    return LoraConfig(rank=lc.rank, alpha=lc.alpha, dropout=lc.dropout, targets=tuple(lc.targets))
+    return LoraConfig(
+        rank=lc.rank,
+        alpha=lc.alpha,
+        dropout=lc.dropout,
+        targets=tuple(lc.targets),
+        param_dtype=lc.get("param_dtype", "float32"),
+    )
+
+
+def _common(mc: ConfigDict) -> dict:
+    """The compute settings a section asks for, whatever run its weights come from."""
+    return dict(dtype=mc.dtype, remat_policy=mc.remat_policy, attention=mc.get("attention", "auto"))
 
 
 def is_run(path: str | Path) -> bool:
@@ -68,14 +79,17 @@ def _source_run(mc: ConfigDict, vocab_size: int | None) -> tuple[ConfigDict, Con
     src = run.student
     if src.workdir and Path(src.workdir).absolute() == Path(mc.workdir).absolute():
         raise ModelSourceError(f"{mc.workdir}: its student.workdir points to itself.")
-    common = dict(dtype=mc.dtype, remat_policy=mc.remat_policy)
-    section = ConfigDict({**src.to_dict(), "workdir": src.workdir, **common})
+    # The dtypes are the ones this section asks for, not the source run's: the
+    # checkpoint's arrays are cast on restore to the abstract params' dtypes.
+    asked = {**_common(mc), "param_dtype": mc.param_dtype}
+    asked["lora"] = {**src.lora.to_dict(), "param_dtype": mc.lora.get("param_dtype", "float32")}
+    section = ConfigDict({**src.to_dict(), "workdir": src.workdir, **asked})
     return run, section, run.get("resolved_vocab_size") or vocab_size
 
 
 def model_config(mc: ConfigDict, vocab_size: int | None = None) -> ModelConfig:
     """The ModelConfig a section builds, reading no weights (same source order as build)."""
-    common = dict(dtype=mc.dtype, remat_policy=mc.remat_policy)
+    common = _common(mc)
     if mc.workdir:
         _, section, vocab = _source_run(mc, vocab_size)
         return model_config(section, vocab)
@@ -121,7 +135,7 @@ def build(
     if abstract:
         cfg = model_config(mc, vocab_size)
         return _abstract_parts(cfg, mesh=mesh, rules=rules, lora=lora is not None)
-    common = dict(dtype=mc.dtype, remat_policy=mc.remat_policy)
+    common = _common(mc)
     if mc.workdir:
         _, section, src_vocab = _source_run(mc, vocab_size)
         if lora is not None and not section.lora.enabled:

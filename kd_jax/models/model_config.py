@@ -17,7 +17,8 @@ SUPPORTED_ARCHITECTURES = {
     "LlamaForCausalLM": "llama",
     "Qwen2ForCausalLM": "qwen2",
 }
-REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims")
+REMAT_POLICIES = ("none", "full", "dots", "dots_with_no_batch_dims", "dots_with_attention")
+ATTENTION_KINDS = ("auto", "xla", "splash", "cudnn")  # kd_jax/models/attention.py
 LORA_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
 
 
@@ -33,8 +34,13 @@ class LoraConfig:
     alpha: float = 16.0
     dropout: float = 0.05
     targets: tuple[str, ...] = ("q", "k", "v", "up", "down")
+    param_dtype: str = "float32"  # the adapters' storage (master) dtype, whatever the base's
 
     def __post_init__(self):
+        if self.param_dtype not in ("float32", "bfloat16", "float16"):
+            raise ModelConfigError(
+                f"lora.param_dtype must be float32, bfloat16 or float16, got {self.param_dtype!r}."
+            )
         if self.rank < 1:
             raise ModelConfigError(f"LoRA rank must be >= 1, got {self.rank}.")
         if not 0.0 <= self.dropout < 1.0:
@@ -75,6 +81,7 @@ class ModelConfig:
     param_dtype: str = "float32"
     dtype: str = "float32"  # compute dtype of activations and matmuls
     remat_policy: str = "none"
+    attention: str = "auto"  # "auto" | "xla" | "splash" | "cudnn" (models/attention.py)
     lora: LoraConfig | None = None
 
     def __post_init__(self):
@@ -88,6 +95,10 @@ class ModelConfig:
         if self.remat_policy not in REMAT_POLICIES:
             raise ModelConfigError(
                 f"Unknown remat_policy {self.remat_policy!r}; choose from {list(REMAT_POLICIES)}."
+            )
+        if self.attention not in ATTENTION_KINDS:
+            raise ModelConfigError(
+                f"Unknown attention {self.attention!r}; choose from {list(ATTENTION_KINDS)}."
             )
         for name in ("param_dtype", "dtype"):
             if getattr(self, name) not in ("float32", "bfloat16", "float16"):

@@ -14,7 +14,6 @@ on CPU the float32 matmul rate of one device, measured once. Target: within 10%.
 from __future__ import annotations
 
 import argparse
-import functools
 import tempfile
 import time
 
@@ -23,10 +22,9 @@ import numpy as np
 
 from configs import quickstart
 from kd_jax import flops, train
-from kd_jax import step as step_lib
+from kd_jax import step_builder as build
 from kd_jax.data import builtin_paths
 from kd_jax.metrics_log import read_metrics
-from kd_jax.optim import learning_rate_schedule, make_optimizer
 from kd_jax.step_clock import step_model_flops
 
 
@@ -49,20 +47,17 @@ def logged_mfu(config, workdir: str) -> float:
 def direct_timer(config):
     """A function timing `n` steps of the config's train step, waiting after each one,
     on the pipeline's batches (fetched outside the timed span); returns step seconds."""
-    r = train.setup(config)
-    n = config.train.num_steps
-    opt, sched = make_optimizer(config.optim, n), learning_rate_schedule(config.optim, n)
-    step = jax.jit(
-        functools.partial(
-            step_lib.train_step,
-            optimizer=opt,
-            schedule=sched,
-            grad_accum=config.optim.grad_accum,
-            **r.loss_kw,
-        ),
-        donate_argnums=(0,),
+    r = build.setup(config)
+    prog = build.build_program(
+        config,
+        mesh=r.mesh,
+        rules=r.rules,
+        student=r.student,
+        teacher=r.teacher,
+        batch_shardings=build.batch_shardings(config, r.mesh, r.rules, r.pipeline),
     )
-    box = {"state": step_lib.init_state(r.student.trainable, opt)}
+    step = prog.train_step
+    box = {"state": prog.init_state(r.student.trainable)}
     batches = r.pipeline.train_iterator()
     rng = jax.random.key(config.seed)
 
@@ -71,7 +66,7 @@ def direct_timer(config):
         for _ in range(n):
             batch = next(batches)
             t0 = time.perf_counter()
-            box["state"], _ = jax.block_until_ready(step(box["state"], batch, rng, r.context))
+            box["state"], _ = jax.block_until_ready(step(box["state"], batch, rng, prog.context))
             times.append(time.perf_counter() - t0)
         return times
 

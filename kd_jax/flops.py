@@ -17,6 +17,7 @@ measured once (`cpu_matmul_flops_per_s`).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 
@@ -63,6 +64,7 @@ def chip_peak_flops_per_s(device_kind: str) -> float | None:
     return None if found is None else found.peak_flops
 
 
+@functools.cache
 def cpu_matmul_flops_per_s(size: int = 1024, repeats: int = 5) -> float:
     """The best float32 [size, size] @ [size, size] rate of one CPU device (FLOP/s)."""
     dev = jax.local_devices()[0]

@@ -49,8 +49,10 @@ def main() -> None:
         raise SystemExit(f"attention_tpu_memory: {why}")
     mesh = shd.make_mesh({"fsdp": -1}, devices)
     got = {kind: temporaries(kind, mesh, args.length) for kind in ("xla", "splash")}
-    print(f"{args.topology}, {devices[0].device_kind}, 1 row x {args.length} tokens a device, "
-          "32 q / 8 kv heads x 128, bf16, fwd + bwd; temporaries per device:")  # fmt: skip
+    print(
+        f"{args.topology}, {devices[0].device_kind}, 1 row x {args.length} tokens a device, "
+        "32 q / 8 kv heads x 128, bf16, fwd + bwd; temporaries per device:"
+    )
     for kind, n in got.items():
         print(f"  {kind:7s} {n / 2**20:10.1f} MiB")
     print(f"  xla / splash = {got['xla'] / max(got['splash'], 1):.0f}x")

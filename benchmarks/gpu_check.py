@@ -34,10 +34,30 @@ from kd_jax.models import attention
 from kd_jax.models.loader import build
 from kd_jax.optim import learning_rate_schedule, make_optimizer
 
-FULL = dict(b=4, t=4096, n=32, k=8, h=128, student="llama-3.2-1b", teacher="llama-3.1-8b",
-            batch=8, length=2048, steps=5)  # fmt: skip
-DRY = dict(b=2, t=64, n=4, k=2, h=16, student="tiny-student-xs", teacher="tiny-student",
-           batch=4, length=32, steps=2)  # fmt: skip
+FULL = dict(
+    b=4,
+    t=4096,
+    n=32,
+    k=8,
+    h=128,
+    student="llama-3.2-1b",
+    teacher="llama-3.1-8b",
+    batch=8,
+    length=2048,
+    steps=5,
+)
+DRY = dict(
+    b=2,
+    t=64,
+    n=4,
+    k=2,
+    h=16,
+    student="tiny-student-xs",
+    teacher="tiny-student",
+    batch=4,
+    length=32,
+    steps=2,
+)
 
 
 def _timed(fn, repeats: int) -> tuple[float, object]:
@@ -96,8 +116,13 @@ def kd_step_row(s: dict, attention_kind: str) -> dict:
 
     def section(preset, param_dtype):
         mc = base.model_config()
-        mc.update(preset=preset, dtype="bfloat16", param_dtype=param_dtype,
-                  remat_policy="full", attention=attention_kind)  # fmt: skip
+        mc.update(
+            preset=preset,
+            dtype="bfloat16",
+            param_dtype=param_dtype,
+            remat_policy="full",
+            attention=attention_kind,
+        )
         return mc
 
     common = dict(vocab_size=None, mesh=mesh, rules=rules)
@@ -108,21 +133,33 @@ def kd_step_row(s: dict, attention_kind: str) -> dict:
     tokens = np.random.default_rng(0).integers(0, vocab, (b, t + 1)).astype(np.int32)
     rows = shd.batch_sharding(mesh, rules)
     batch = {
-        "inputs": tokens[:, :-1], "targets": tokens[:, 1:],
+        "inputs": tokens[:, :-1],
+        "targets": tokens[:, 1:],
         "loss_mask": np.ones((b, t), np.float32),
         "positions": np.broadcast_to(np.arange(t, dtype=np.int32), (b, t)),
         "segment_ids": np.ones((b, t), np.int32),
-    }  # fmt: skip
+    }
     batch = {k: jax.device_put(v, rows) for k, v in batch.items()}
     optim = ConfigDict(base.get_config().optim.to_dict())
     opt, sched = make_optimizer(optim, 100), learning_rate_schedule(optim, 100)
     state = step_lib.init_state(student.trainable, opt)
     context = {"frozen": student.frozen, "teacher": (teacher.trainable, teacher.frozen)}
-    step = jax.jit(shd.under_activation_sharding(functools.partial(
-        step_lib.train_step, optimizer=opt, schedule=sched, grad_accum=1, student=student,
-        teacher=teacher, loss_cfg=losses.KDLossConfig(kind="fkl", alpha=0.5),
-        chunk_size=base.get_config().kd.chunk_size,
-    ), mesh, rules))  # fmt: skip
+    step = jax.jit(
+        shd.under_activation_sharding(
+            functools.partial(
+                step_lib.train_step,
+                optimizer=opt,
+                schedule=sched,
+                grad_accum=1,
+                student=student,
+                teacher=teacher,
+                loss_cfg=losses.KDLossConfig(kind="fkl", alpha=0.5),
+                chunk_size=base.get_config().kd.chunk_size,
+            ),
+            mesh,
+            rules,
+        )
+    )
     rng = jax.random.key(0)
     state, _ = step(state, batch, rng, context)  # compile
     jax.block_until_ready(state)
@@ -134,9 +171,14 @@ def kd_step_row(s: dict, attention_kind: str) -> dict:
     flops = (6 * _flop_params(student) + 2 * _flop_params(teacher)) * b * t
     chip = accelerators.chip(mesh.devices.flat[0].device_kind)
     mfu = flops / seconds / (mesh.size * chip.peak_flops) if chip else float("nan")
-    return dict(tokens_per_s=b * t / seconds, step_ms=seconds * 1e3, mfu=mfu,
-                devices=mesh.size, kind=mesh.devices.flat[0].device_kind,
-                loss=float(metrics["loss"]))  # fmt: skip
+    return dict(
+        tokens_per_s=b * t / seconds,
+        step_ms=seconds * 1e3,
+        mfu=mfu,
+        devices=mesh.size,
+        kind=mesh.devices.flat[0].device_kind,
+        loss=float(metrics["loss"]),
+    )
 
 
 def main(argv=None) -> int:
@@ -147,18 +189,27 @@ def main(argv=None) -> int:
     s = DRY if args.dry_run else FULL
     if not args.dry_run and jax.default_backend() != "gpu":
         raise SystemExit("gpu_check: no GPU here; run with --dry-run to check the script.")
-    print(f"attention [B={s['b']}, T={s['t']}, N={s['n']}, K={s['k']}, H={s['h']}], causal, "
-          "packed + padded rows; error = max |fused - xla| / max |xla|")  # fmt: skip
+    print(
+        f"attention [B={s['b']}, T={s['t']}, N={s['n']}, K={s['k']}, H={s['h']}], causal, "
+        "packed + padded rows; error = max |fused - xla| / max |xla|"
+    )
     print(f"{'dtype':>9} {'out':>9} {'dq':>9} {'dk':>9} {'dv':>9} {'xla ms':>9} {'fused ms':>9}")
     for dtype, *vals in attention_rows(s, 1 if args.dry_run else args.repeats):
-        print(f"{dtype:>9} " + " ".join(f"{x:9.2e}" for x in vals[:4])
-              + "".join(f" {x:9.2f}" for x in vals[4:]))  # fmt: skip
+        print(
+            f"{dtype:>9} "
+            + " ".join(f"{x:9.2e}" for x in vals[:4])
+            + "".join(f" {x:9.2f}" for x in vals[4:])
+        )
     kind = "cudnn" if jax.default_backend() == "gpu" else "xla"
     r = kd_step_row(s, kind)
-    print(f"KD step {s['student']} <- {s['teacher']}, {s['batch']} x {s['length']} tokens "
-          f"a device, attention={kind}, {r['devices']} x {r['kind']}:")  # fmt: skip
-    print(f"  {r['step_ms']:.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s, MFU "
-          f"{r['mfu']:.1%}, loss {r['loss']:.3f}")  # fmt: skip
+    print(
+        f"KD step {s['student']} <- {s['teacher']}, {s['batch']} x {s['length']} tokens "
+        f"a device, attention={kind}, {r['devices']} x {r['kind']}:"
+    )
+    print(
+        f"  {r['step_ms']:.1f} ms/step, {r['tokens_per_s']:,.0f} tokens/s, MFU "
+        f"{r['mfu']:.1%}, loss {r['loss']:.3f}"
+    )
     return 0
 
 

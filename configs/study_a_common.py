@@ -53,8 +53,15 @@ TEACHERS = {
     "instruct70b": ("Llama-3.3-70B-Instruct", "llama-3.3-70b"),
     "qwen72b": ("Qwen2.5-72B-Instruct", "qwen2.5-72b"),
 }
-FAMILY = {"llama1b": "llama", "llama3b": "llama", "llama8b": "llama", "qwen7b": "qwen",
-          "sft70b": "llama", "instruct70b": "llama", "qwen72b": "qwen"}  # fmt: skip
+FAMILY = {
+    "llama1b": "llama",
+    "llama3b": "llama",
+    "llama8b": "llama",
+    "qwen7b": "qwen",
+    "sft70b": "llama",
+    "instruct70b": "llama",
+    "qwen72b": "qwen",
+}
 # Study A's general evaluations (kd_jax/evaluation/study_a_tasks.py).
 EVAL_TASKS = ("ifeval", "bbh", "gpqa_diamond")
 # Built-in tiny files in the same layouts, for `runlocal`.

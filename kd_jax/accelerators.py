@@ -38,9 +38,18 @@ CHIPS = {
     "h200": Chip("H200", 989e12, 141 * GiB),
 }
 # Topology-name prefixes as libtpu spells them, and device_kind strings, to table keys.
-_ALIASES = {"v5litepod": "v5e", "v5lite": "v5e", "tpu v5 lite": "v5e", "tpu v5e": "v5e",
-            "tpu v5p": "v5p", "tpu v5": "v5p", "tpu v4": "v4", "tpu v6 lite": "v6e",
-            "tpu v6e": "v6e", "v6": "v6e"}  # fmt: skip
+_ALIASES = {
+    "v5litepod": "v5e",
+    "v5lite": "v5e",
+    "tpu v5 lite": "v5e",
+    "tpu v5e": "v5e",
+    "tpu v5p": "v5p",
+    "tpu v5": "v5p",
+    "tpu v4": "v4",
+    "tpu v6 lite": "v6e",
+    "tpu v6e": "v6e",
+    "v6": "v6e",
+}
 
 
 class TopologyError(UserError):
@@ -56,8 +65,16 @@ def chip(name: str) -> Chip | None:
 
 # `jax.Device.device_kind` substrings (lower case, first match wins: "v5 lite" before
 # "v5"; TPU v5p reports "TPU v5", GPUs "NVIDIA H100 80GB HBM3").
-_KIND_KEYS = (("v6", "v6e"), ("v5 lite", "v5e"), ("v5e", "v5e"), ("v5p", "v5p"),
-              ("v5", "v5p"), ("v4", "v4"), ("h200", "h200"), ("h100", "h100"))  # fmt: skip
+_KIND_KEYS = (
+    ("v6", "v6e"),
+    ("v5 lite", "v5e"),
+    ("v5e", "v5e"),
+    ("v5p", "v5p"),
+    ("v5", "v5p"),
+    ("v4", "v4"),
+    ("h200", "h200"),
+    ("h100", "h100"),
+)
 
 
 def chip_for_kind(device_kind: str) -> Chip | None:
@@ -99,8 +116,16 @@ def topology_devices(topology: str):
     return list(desc.devices), None
 
 
-def verdict(peak: int, hbm: int, *, temporaries: int, arguments: int, mesh: dict,
-            grad_accum: int, remat_policy: str) -> tuple[bool, str]:  # fmt: skip
+def verdict(
+    peak: int,
+    hbm: int,
+    *,
+    temporaries: int,
+    arguments: int,
+    mesh: dict,
+    grad_accum: int,
+    remat_policy: str,
+) -> tuple[bool, str]:
     """(fits, "fits" | "does not fit: try grad_accum=N / fsdp=M / remat=full").
 
     Temporaries (activations) shrink about linearly with more micro-batches, arguments

@@ -21,12 +21,28 @@ import math
 import re
 
 COLLECTIVES = ("all-gather", "all-reduce", "reduce-scatter", "all-to-all", "collective-permute")
-_BYTES = {"pred": 1, "s8": 1, "u8": 1, "bf16": 2, "f16": 2, "s16": 2, "u16": 2, "f32": 4,
-          "s32": 4, "u32": 4, "f64": 8, "s64": 8, "u64": 8, "c64": 8}  # fmt: skip
+_BYTES = {
+    "pred": 1,
+    "s8": 1,
+    "u8": 1,
+    "bf16": 2,
+    "f16": 2,
+    "s16": 2,
+    "u16": 2,
+    "f32": 4,
+    "s32": 4,
+    "u32": 4,
+    "f64": 8,
+    "s64": 8,
+    "u64": 8,
+    "c64": 8,
+}
 _HEADER = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$")
 _INSTR = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = (.+?) ([\w\-]+)\(")
-_CALLED = re.compile(r"(?:body|condition|to_apply|calls|true_computation|false_computation)="
-                     r"%?([\w.\-]+)")  # fmt: skip
+_CALLED = re.compile(
+    r"(?:body|condition|to_apply|calls|true_computation|false_computation)="
+    r"%?([\w.\-]+)"
+)
 _BRANCHES = re.compile(r"branch_computations=\{([^}]*)\}")
 _ARRAY = re.compile(r"(\w+)\[([\d,]*)\]")
 
@@ -68,8 +84,10 @@ def _reachable(comps: dict[str, list[str]], root: str) -> set[str]:
 
 def array_bytes(type_text: str) -> int:
     """Bytes of an HLO type (`f32[8,512]{1,0}`); a tuple counts its largest element."""
-    sizes = [_BYTES.get(dt, 4) * math.prod(int(d) for d in dims.split(",") if d)
-             for dt, dims in _ARRAY.findall(type_text)]  # fmt: skip
+    sizes = [
+        _BYTES.get(dt, 4) * math.prod(int(d) for d in dims.split(",") if d)
+        for dt, dims in _ARRAY.findall(type_text)
+    ]
     return max(sizes, default=0)
 
 
@@ -91,11 +109,13 @@ def loop_collectives(hlo_text: str, scope: str) -> list[dict]:
                     op = m.group(3).removesuffix("-start")
                     if op in COLLECTIVES and not m.group(3).endswith("-done"):
                         shape = _ARRAY.findall(m.group(2))
-                        out.append({
-                            "op": op,
-                            "shape": " ".join(f"{dt}[{dims}]" for dt, dims in shape),
-                            "bytes": array_bytes(m.group(2)),
-                            "loop": instr.group(1),
-                            "own": scope in inner,
-                        })  # fmt: skip
+                        out.append(
+                            {
+                                "op": op,
+                                "shape": " ".join(f"{dt}[{dims}]" for dt, dims in shape),
+                                "bytes": array_bytes(m.group(2)),
+                                "loop": instr.group(1),
+                                "own": scope in inner,
+                            }
+                        )
     return out

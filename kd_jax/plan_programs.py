@@ -44,16 +44,21 @@ def accelerator_fields(out: dict, config, mesh, topology, hlo: str, student) -> 
         # collectives into its body (listed with own=False, summed separately).
         loop_collective_bytes=sum(c["bytes"] for c in loop if c["own"]),
         loop_scheduled_in_bytes=sum(c["bytes"] for c in loop if not c["own"]),
-        unembedding_bytes=student.cfg.hidden_size * student.cfg.vocab_size
+        unembedding_bytes=student.cfg.hidden_size
+        * student.cfg.vocab_size
         * jnp.dtype(student.cfg.param_dtype).itemsize,
-    )  # fmt: skip
+    )
     out["fits"], out["verdict"] = None, "no chip table entry: compare the peak by hand"
     if chip:
         out["fits"], out["verdict"] = accelerators.verdict(
-            x["peak"], chip.hbm_bytes, temporaries=x["temporaries"], arguments=x["arguments"],
-            mesh=dict(mesh.shape), grad_accum=config.optim.grad_accum,
+            x["peak"],
+            chip.hbm_bytes,
+            temporaries=x["temporaries"],
+            arguments=x["arguments"],
+            mesh=dict(mesh.shape),
+            grad_accum=config.optim.grad_accum,
             remat_policy=config.student.remat_policy,
-        )  # fmt: skip
+        )
         total = sum(f["model"] for f in out["flops"].values())
         out["time_floor_s"] = total / (mesh.size * chip.peak_flops)
         out["chip"] = dataclasses.asdict(chip)
@@ -63,17 +68,22 @@ def sampler_memory(config, mesh, rules, student, batch) -> dict:
     """XLA memory analysis of the on-policy sampler program (prompts of the batch's
     length, `gkd.max_new_tokens` new tokens, KV cache included)."""
     g = config.gkd
-    cfg = SamplingConfig(max_new_tokens=g.max_new_tokens, temperature=g.temperature,
-                         top_k=g.top_k, top_p=g.top_p)  # fmt: skip
+    cfg = SamplingConfig(
+        max_new_tokens=g.max_new_tokens, temperature=g.temperature, top_k=g.top_k, top_p=g.top_p
+    )
     rows = {k: batch[k] for k in ROW_KEYS}
     fn = make_onpolicy_fn(student, cfg, jax.tree.map(lambda x: x.sharding, rows), rules)
     rng = jax.eval_shape(lambda: jax.random.key(0))
     with shd.activation_sharding(mesh, rules):
         compiled = fn.lower(student.trainable, student.frozen, rows, rng).compile()
     mem = compiled.memory_analysis()
-    out = {"arguments": mem.argument_size_in_bytes, "outputs": mem.output_size_in_bytes,
-           "aliased": mem.alias_size_in_bytes, "temporaries": mem.temp_size_in_bytes,
-           "max_new_tokens": g.max_new_tokens}  # fmt: skip
+    out = {
+        "arguments": mem.argument_size_in_bytes,
+        "outputs": mem.output_size_in_bytes,
+        "aliased": mem.alias_size_in_bytes,
+        "temporaries": mem.temp_size_in_bytes,
+        "max_new_tokens": g.max_new_tokens,
+    }
     out["peak"] = out["arguments"] + out["outputs"] - out["aliased"] + out["temporaries"]
     return out
 

@@ -114,9 +114,15 @@ def generate_tokens(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: Samp
 
     # A while loop, not a scan: once every row has stopped, the remaining steps are skipped
     # (their tokens stay `pad_id`, as a stopped row's would).
-    init = (jnp.zeros((), jnp.int32), logits, cache, positions[:, -1] + 1,
-            jnp.zeros((b,), bool), jnp.full((n, b), cfg.pad_id, jnp.int32),
-            jnp.zeros((b,), jnp.int32))  # fmt: skip
+    init = (
+        jnp.zeros((), jnp.int32),
+        logits,
+        cache,
+        positions[:, -1] + 1,
+        jnp.zeros((b,), bool),
+        jnp.full((n, b), cfg.pad_id, jnp.int32),
+        jnp.zeros((b,), jnp.int32),
+    )
     *_, tokens_NxB, lengths = jax.lax.while_loop(not_finished, step, init)
     return tokens_NxB.T, lengths
 
@@ -185,8 +191,14 @@ def generate_text(
         rows = [tokenizer.encode(t, add_special_tokens=add_special_tokens) for t in chunk]
         rows += [rows[-1]] * (batch_size - len(rows))  # fixed batch shape: one program
         tokens, mask = left_pad(rows, cfg.pad_id)
-        new, lengths = generate(model, jnp.asarray(tokens), jnp.asarray(mask),
-                                jax.random.fold_in(rng, start), cfg, rules=rules)  # fmt: skip
+        new, lengths = generate(
+            model,
+            jnp.asarray(tokens),
+            jnp.asarray(mask),
+            jax.random.fold_in(rng, start),
+            cfg,
+            rules=rules,
+        )
         new, lengths = np.asarray(new), np.asarray(lengths)
         for i in range(len(chunk)):
             out.append(tokenizer.decode(new[i, : lengths[i]].tolist(), skip_special_tokens=True))

@@ -166,11 +166,20 @@ def test_study_a_runlocal_runs_its_evaluations(path, eval_model, tmp_path):
         assert real.eval.data_root == "/data/study_a_eval"
     model, tok = eval_model
     # A batch of 2 (not the config's 64) and 6 new tokens keep CPU compiles and decoding short.
-    generate = make_generate(model, tok, max_new_tokens=6, temperature=c.eval.temperature,
-                             batch_size=2, seed=c.seed)  # fmt: skip
-    doc = evaluate(tasks, generate, None, str(tmp_path), limit=1, progress=False,
-                   data_root=run_eval.data_roots(tasks, c.eval.data_root or None),
-                   render_chat=chat_renderer(tok), batch_size=2)  # fmt: skip
+    generate = make_generate(
+        model, tok, max_new_tokens=6, temperature=c.eval.temperature, batch_size=2, seed=c.seed
+    )
+    doc = evaluate(
+        tasks,
+        generate,
+        None,
+        str(tmp_path),
+        limit=1,
+        progress=False,
+        data_root=run_eval.data_roots(tasks, c.eval.data_root or None),
+        render_chat=chat_renderer(tok),
+        batch_size=2,
+    )
     assert set(doc["tasks"]) == {t.name for t in tasks}
     if "ifeval" in doc["tasks"]:
         assert set(doc["tasks"]["ifeval"]) >= {"prompt_strict", "inst_loose"}

@@ -26,12 +26,14 @@ def _inputs():
 def _loss_and_grads(mesh, cfg, chunk_size):
     def loss(h_s, w_s, h_t, w_t, targets, mask):
         if mesh is None:
-            terms = losses.chunked_kd_loss(h_s, w_s, h_t, w_t, targets, mask,
-                                           chunk_size=chunk_size, cfg=cfg)  # fmt: skip
+            terms = losses.chunked_kd_loss(
+                h_s, w_s, h_t, w_t, targets, mask, chunk_size=chunk_size, cfg=cfg
+            )
         else:
             with shd.activation_sharding(mesh, shd.DEFAULT_RULES):
-                terms = losses.chunked_kd_loss(h_s, w_s, h_t, w_t, targets, mask,
-                                               chunk_size=chunk_size, cfg=cfg)  # fmt: skip
+                terms = losses.chunked_kd_loss(
+                    h_s, w_s, h_t, w_t, targets, mask, chunk_size=chunk_size, cfg=cfg
+                )
         return terms["loss_sum"], terms
 
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))
@@ -40,15 +42,16 @@ def _loss_and_grads(mesh, cfg, chunk_size):
 def _sharded(mesh, inputs):
     rows = NamedSharding(mesh, P(("data", "fsdp")))
     weights = NamedSharding(mesh, P("fsdp", "tensor"))
-    return [jax.device_put(x, weights if x.ndim == 2 and x.shape[1] == V else rows)
-            for x in inputs]  # fmt: skip
+    return [jax.device_put(x, weights if x.ndim == 2 and x.shape[1] == V else rows) for x in inputs]
 
 
 def test_mesh_loss_equals_unsharded_for_fused_and_generic_paths(devices):
     mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     inputs = _inputs()
-    for cfg in (losses.KDLossConfig(kind="fkl", alpha=0.5, temperature=2.0),
-                losses.KDLossConfig(kind="gjsd", alpha=0.7, reduction="sequence")):  # fmt: skip
+    for cfg in (
+        losses.KDLossConfig(kind="fkl", alpha=0.5, temperature=2.0),
+        losses.KDLossConfig(kind="gjsd", alpha=0.7, reduction="sequence"),
+    ):
         (_, want), g_want = _loss_and_grads(None, cfg, 16)(*inputs)
         (_, got), g_got = _loss_and_grads(mesh, cfg, 4)(*_sharded(mesh, inputs))
         for key in want:
@@ -60,8 +63,10 @@ def test_mesh_loss_equals_unsharded_for_fused_and_generic_paths(devices):
 def test_chunk_loop_moves_under_one_percent_of_the_unembedding(devices):
     mesh = shd.make_mesh({"data": 2, "fsdp": 2, "tensor": 2})
     cfg = losses.KDLossConfig(kind="fkl", alpha=0.5)
-    args = [jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
-            for x in _sharded(mesh, _inputs())]  # fmt: skip
+    args = [
+        jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding)
+        for x in _sharded(mesh, _inputs())
+    ]
     text = _loss_and_grads(mesh, cfg, 4).lower(*args).compile().as_text()
     found = compiled_loops.loop_collectives(text, LOOP_SCOPE)
     assert any(LOOP_SCOPE in line and " while(" in line for line in text.splitlines())

@@ -15,10 +15,15 @@ from kd_jax.main import main as cli
 from kd_jax.models import abstract_model, param_count, presets
 
 TINY = [
-    "--config", "configs/quickstart.py:kd", "--config.teacher.workdir=",
-    "--config.student.preset=tiny-student-xs", "--config.teacher.preset=tiny-student",
-    "--config.data.batch_size=8", "--config.data.max_length=32", "--config.kd.chunk_size=16",
-]  # fmt: skip
+    "--config",
+    "configs/quickstart.py:kd",
+    "--config.teacher.workdir=",
+    "--config.student.preset=tiny-student-xs",
+    "--config.teacher.preset=tiny-student",
+    "--config.data.batch_size=8",
+    "--config.data.max_length=32",
+    "--config.kd.chunk_size=16",
+]
 
 
 def _plan(capsys, *extra, devices=8):
@@ -64,8 +69,9 @@ def test_sharded_bytes_are_total_over_shards(capsys, devices):
     # Every tiny weight (norm scales too) has an `embed` dim of 32, which 8 divides.
     assert sharded["bytes"]["student_trainable"] == total // 8
     # Adam's moments shard like the weights; only its scalar step counts stay whole.
-    scalars = [p["bytes"]["optimizer"] - 2 * p["bytes"]["student_trainable"]
-               for p in (replicated, sharded)]  # fmt: skip
+    scalars = [
+        p["bytes"]["optimizer"] - 2 * p["bytes"]["student_trainable"] for p in (replicated, sharded)
+    ]
     assert scalars[0] == scalars[1] <= 16
     assert sharded["xla"]["arguments"] < replicated["xla"]["arguments"]
 
@@ -122,8 +128,13 @@ def test_teacher_cache_replaces_the_teacher(capsys, tmp_path, devices):
     cache = tmp_path / "cache"
     cache.mkdir()
     (cache / "meta.json").write_text(json.dumps({"k": 4}))
-    p = _plan(capsys, f"--config.kd.teacher_cache={cache}", "--config.data.packing=False",
-              "--mesh", "data=8")  # fmt: skip
+    p = _plan(
+        capsys,
+        f"--config.kd.teacher_cache={cache}",
+        "--config.data.packing=False",
+        "--mesh",
+        "data=8",
+    )
     assert "teacher" not in p and p["bytes"]["teacher"] == 0 and list(p["flops"]) == ["student"]
     rows = 5 * 8 * 32 * 4  # inputs, targets, loss_mask, positions, segment_ids: [8, 32] x 4 B
     assert p["bytes"]["batch"] == (rows + 2 * 8 * 32 * 4 * 4) // 8  # + values, indices [.., 4]
@@ -167,9 +178,15 @@ def test_plan_for_a_tpu_topology_compiles_with_the_tpu_compiler(capsys):
 
 def test_gkd_plan_compiles_the_sampler_program_too(capsys, devices):
     tiny = [a for a in TINY if "chunk_size" not in a]
-    p = _plan(capsys, "--mesh", "data=8", "--config.gkd.lambda_=0.5",
-              "--config.data.packing=False", "--config.gkd.max_new_tokens=8",
-              *[a for a in tiny if a not in TINY])  # fmt: skip
+    p = _plan(
+        capsys,
+        "--mesh",
+        "data=8",
+        "--config.gkd.lambda_=0.5",
+        "--config.data.packing=False",
+        "--config.gkd.max_new_tokens=8",
+        *[a for a in tiny if a not in TINY],
+    )
     s = p["sampler"]
     assert s["max_new_tokens"] == 8 and s["temporaries"] > 0
     assert s["peak"] == s["arguments"] + s["outputs"] - s["aliased"] + s["temporaries"]
@@ -184,10 +201,24 @@ def test_chip_table_and_verdict():
     with pytest.raises(ValueError, match="v5p:4x4x4"):
         acc.chips_in("v5p")
     gib = 1024**3
-    ok = acc.verdict(10 * gib, 16 * gib, temporaries=8 * gib, arguments=2 * gib,
-                     mesh={"fsdp": 4}, grad_accum=1, remat_policy="none")  # fmt: skip
+    ok = acc.verdict(
+        10 * gib,
+        16 * gib,
+        temporaries=8 * gib,
+        arguments=2 * gib,
+        mesh={"fsdp": 4},
+        grad_accum=1,
+        remat_policy="none",
+    )
     assert ok == (True, "fits")
-    fits, text = acc.verdict(40 * gib, 16 * gib, temporaries=36 * gib, arguments=4 * gib,
-                             mesh={"fsdp": 4}, grad_accum=2, remat_policy="dots")  # fmt: skip
+    fits, text = acc.verdict(
+        40 * gib,
+        16 * gib,
+        temporaries=36 * gib,
+        arguments=4 * gib,
+        mesh={"fsdp": 4},
+        grad_accum=2,
+        remat_policy="dots",
+    )
     # 36 GiB of activations into the 12 GiB left: 4x more micro-batches.
     assert not fits and text == "does not fit: try grad_accum=8 / fsdp=8 / remat=full"

@@ -36,8 +36,9 @@ def test_model_from_a_run_folder_takes_the_dtypes_asked(tmp_path, devices):
     loaded = loader.build(asked, role="teacher", mesh=mesh, rules=shd.DEFAULT_RULES)
     assert loaded.cfg.param_dtype == "bfloat16" and loaded.cfg.dtype == "bfloat16"
     assert _dtypes(loaded.trainable) == {"bfloat16"}
-    for a, b in zip(jax.tree.leaves(loaded.trainable), jax.tree.leaves(parts.trainable),
-                    strict=True):  # fmt: skip
+    for a, b in zip(
+        jax.tree.leaves(loaded.trainable), jax.tree.leaves(parts.trainable), strict=True
+    ):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b.astype(jnp.bfloat16)))
 
 

@@ -61,8 +61,9 @@ def _scan_chunks(cfg, hs, w_s, teacher_xs, w_t, targets, weights, ids, rng, with
             loss, (div, ce) = sums(s_logits)
             return dw_acc, ((loss, div, ce), None)
         if fused.applies(cfg, teacher):
-            loss, (div, ce), d_logits = fused.fkl_ce_sums_and_grad(cfg, s_logits, teacher,
-                                                                   tgt_c, wt_c)  # fmt: skip
+            loss, (div, ce), d_logits = fused.fkl_ce_sums_and_grad(
+                cfg, s_logits, teacher, tgt_c, wt_c
+            )
         else:
             loss, vjp, (div, ce) = jax.vjp(sums, s_logits, has_aux=True)
             (d_logits,) = vjp(jnp.ones_like(loss))  # ones_like: varying under shard_map
@@ -127,8 +128,9 @@ def chunked_kd_loss(
     check_hidden(h_s, w_s, h_t, w_t)
     w_s, w_t = align_config_vocab(cfg, w_s, w_t)
     t_vocab = None if w_t is None else w_t.shape[-1]
-    check_call(cfg, mask.shape, w_s.shape[-1], t_vocab, targets, mask, teacher_topk, rng,
-               teacher_sample)  # fmt: skip
+    check_call(
+        cfg, mask.shape, w_s.shape[-1], t_vocab, targets, mask, teacher_topk, rng, teacher_sample
+    )
 
     per_token = {"h_s": h_s, "targets": targets}
     per_token["weights"] = token_weights(mask, cfg.reduction)  # padding gets weight 0
@@ -150,8 +152,9 @@ def chunked_kd_loss(
         mesh = shd.active_activation_sharding()[0]
         tok_specs = jax.tree.map(lambda x: jax.sharding.PartitionSpec(*spec), per_token)
         repl = jax.sharding.PartitionSpec()
-        local = jax.shard_map(local, mesh=mesh, in_specs=(tok_specs, repl, repl, repl),
-                              out_specs=(repl, repl, repl))  # fmt: skip
+        local = jax.shard_map(
+            local, mesh=mesh, in_specs=(tok_specs, repl, repl, repl), out_specs=(repl, repl, repl)
+        )
     loss_sum, div_sum, ce_sum = local(per_token, w_s, w_t, rng)
     return terms_dict(loss_sum, div_sum, ce_sum, mask, cfg.reduction)
 
@@ -197,8 +200,9 @@ def _local_sums(cfg, chunk_size, per_token, w_s, w_t, rng, token_axes):
         w_s = jax.lax.pcast(w_s, token_axes, to="varying")
     teacher_keys = ("h", "values", "indices", "sample_ids", "sample_counts")
     teacher_xs = {k: c[k] for k in teacher_keys if k in c}
-    sums = _chunked_sums(cfg, c["h_s"], w_s, teacher_xs, w_t, c["targets"], c["weights"],
-                         c["ids"], rng)  # fmt: skip
+    sums = _chunked_sums(
+        cfg, c["h_s"], w_s, teacher_xs, w_t, c["targets"], c["weights"], c["ids"], rng
+    )
     if token_axes:
         sums = tuple(jax.lax.psum(x, token_axes) for x in sums)
     return sums

@@ -119,8 +119,7 @@ def _sharded(local_fn, q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, segment_ids_BxT):
         return local_fn(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, segment_ids_BxT)
     mesh, rules = active
     # Heads split by the kv-head count, so each device holds whole query groups.
-    spec = shd.logical_to_spec(("act_batch", None, "act_heads", None), k_BxSxKxH.shape,
-                               mesh, rules)  # fmt: skip
+    spec = shd.logical_to_spec(("act_batch", None, "act_heads", None), k_BxSxKxH.shape, mesh, rules)
     seg_spec = None if segment_ids_BxT is None else jax.sharding.PartitionSpec(spec[0], None)
     fn = jax.shard_map(
         local_fn,
@@ -148,15 +147,22 @@ def _splash_kernel(groups: int, length: int, interpret: bool):
 
     block = splash_block(length)
     sizes = sa.BlockSizes(
-        block_q=block, block_kv=block, block_kv_compute=block,
-        block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
-        block_q_dq=block, block_kv_dq=block,
-    )  # fmt: skip
+        block_q=block,
+        block_kv=block,
+        block_kv_compute=block,
+        block_q_dkv=block,
+        block_kv_dkv=block,
+        block_kv_dkv_compute=block,
+        block_q_dq=block,
+        block_kv_dq=block,
+    )
     mask = sa.MultiHeadMask([sa.CausalMask((length, length))] * groups)
     return sa.make_splash_mqa_single_device(
-        mask=mask, block_sizes=sizes, residual_checkpoint_name=RESIDUALS_NAME,
+        mask=mask,
+        block_sizes=sizes,
+        residual_checkpoint_name=RESIDUALS_NAME,
         interpret=interpret,
-    )  # fmt: skip
+    )
 
 
 def _splash_local(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, segment_ids_BxT):
@@ -201,9 +207,13 @@ def _gpu_local(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, segment_ids_BxT):
     scale = float(1.0 / np.sqrt(hd))
     if segment_ids_BxT is None:
         return jax.nn.dot_product_attention(
-            q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, scale=scale, is_causal=True,
+            q_BxTxNxH,
+            k_BxSxKxH,
+            v_BxSxKxH,
+            scale=scale,
+            is_causal=True,
             implementation="cudnn",
-        )  # fmt: skip
+        )
     k_BxSxNxH = jnp.repeat(k_BxSxKxH, groups, axis=2)
     v_BxSxNxH = jnp.repeat(v_BxSxKxH, groups, axis=2)
     block = min(64, -(-t // 16) * 16)
@@ -212,10 +222,15 @@ def _gpu_local(q_BxTxNxH, k_BxSxKxH, v_BxSxKxH, segment_ids_BxT):
     q, k, v = (jnp.pad(x, pad) for x in (q_BxTxNxH, k_BxSxNxH, v_BxSxNxH))
     seg = jnp.pad(segment_ids_BxT, pad[:2])
     sizes = gpu_attention.BlockSizes(
-        block_q=block, block_k=block, block_q_dkv=block, block_kv_dkv=block,
-        block_q_dq=block, block_kv_dq=block,
-    )  # fmt: skip
+        block_q=block,
+        block_k=block,
+        block_q_dkv=block,
+        block_kv_dkv=block,
+        block_q_dq=block,
+        block_kv_dq=block,
+    )
     interpret = jax.default_backend() != "gpu"
-    out = gpu_attention.mha(q, k, v, seg, sm_scale=scale, causal=True, block_sizes=sizes,
-                            interpret=interpret)  # fmt: skip
+    out = gpu_attention.mha(
+        q, k, v, seg, sm_scale=scale, causal=True, block_sizes=sizes, interpret=interpret
+    )
     return out[:, :t].astype(v_BxSxKxH.dtype)

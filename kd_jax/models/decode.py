@@ -96,9 +96,15 @@ def attend(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, mask_BxTxS) -> jax.Array:
 
 
 def hidden(
-    model: Decoder, packed: dict, tokens_BxT, positions_BxT, segment_ids_BxT, cache,
-    *, prefill: bool = False,
-):  # fmt: skip
+    model: Decoder,
+    packed: dict,
+    tokens_BxT,
+    positions_BxT,
+    segment_ids_BxT,
+    cache,
+    *,
+    prefill: bool = False,
+):
     """(final-norm hidden states [B, T, D], cache) after writing T tokens at the cache's
     index: the prompt in one call (prefill), then one token per call.
 

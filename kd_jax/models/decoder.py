@@ -56,20 +56,47 @@ class Block(nnx.Module):
             return cfg.lora if cfg.lora is not None and name in cfg.lora.targets else None
 
         self.attn_norm = RMSNorm(
-            d, cfg.rms_norm_eps, num_layers=num_layers, param_dtype=cfg.jnp_param_dtype,
+            d,
+            cfg.rms_norm_eps,
+            num_layers=num_layers,
+            param_dtype=cfg.jnp_param_dtype,
             dtype=cfg.jnp_dtype,
-        )  # fmt: skip
-        self.q = Dense((d,), (h, hd), ("embed",), ("heads", "head_dim"),
-                       use_bias=cfg.qkv_bias, lora=lora("q"), **common)  # fmt: skip
-        self.k = Dense((d,), (kv, hd), ("embed",), ("kv_heads", "head_dim"),
-                       use_bias=cfg.qkv_bias, lora=lora("k"), **common)  # fmt: skip
-        self.v = Dense((d,), (kv, hd), ("embed",), ("kv_heads", "head_dim"),
-                       use_bias=cfg.qkv_bias, lora=lora("v"), **common)  # fmt: skip
+        )
+        self.q = Dense(
+            (d,),
+            (h, hd),
+            ("embed",),
+            ("heads", "head_dim"),
+            use_bias=cfg.qkv_bias,
+            lora=lora("q"),
+            **common,
+        )
+        self.k = Dense(
+            (d,),
+            (kv, hd),
+            ("embed",),
+            ("kv_heads", "head_dim"),
+            use_bias=cfg.qkv_bias,
+            lora=lora("k"),
+            **common,
+        )
+        self.v = Dense(
+            (d,),
+            (kv, hd),
+            ("embed",),
+            ("kv_heads", "head_dim"),
+            use_bias=cfg.qkv_bias,
+            lora=lora("v"),
+            **common,
+        )
         self.o = Dense((h, hd), (d,), ("heads", "head_dim"), ("embed",), lora=lora("o"), **common)
         self.mlp_norm = RMSNorm(
-            d, cfg.rms_norm_eps, num_layers=num_layers, param_dtype=cfg.jnp_param_dtype,
+            d,
+            cfg.rms_norm_eps,
+            num_layers=num_layers,
+            param_dtype=cfg.jnp_param_dtype,
             dtype=cfg.jnp_dtype,
-        )  # fmt: skip
+        )
         self.gate = Dense((d,), (f,), ("embed",), ("mlp",), lora=lora("gate"), **common)
         self.up = Dense((d,), (f,), ("embed",), ("mlp",), lora=lora("up"), **common)
         self.down = Dense((f,), (d,), ("mlp",), ("embed",), lora=lora("down"), **common)

@@ -49,8 +49,11 @@ def _table(cfg: ModelConfig) -> list[_Entry]:
     e += [_Entry(("final_norm", "scale"), "model.norm.weight", "same")]
     if not cfg.tie_word_embeddings:
         e += [_Entry(("lm_head", "kernel"), "lm_head.weight", "dense")]
-    for ours, theirs in (("q", "self_attn.q_proj"), ("k", "self_attn.k_proj"),
-                         ("v", "self_attn.v_proj")):  # fmt: skip
+    for ours, theirs in (
+        ("q", "self_attn.q_proj"),
+        ("k", "self_attn.k_proj"),
+        ("v", "self_attn.v_proj"),
+    ):
         e += [_Entry(("blocks", ours, "kernel"), layer + theirs + ".weight", "dense")]
         if cfg.qkv_bias:
             e += [_Entry(("blocks", ours, "bias"), layer + theirs + ".bias", "bias")]

@@ -224,6 +224,7 @@ def main() -> None:
     teacher = build_parts(args, t_shape, mesh, seed=1)
 
     config = base.get_config()
+    config.method = "kd"
     config.optim.lr, config.optim.schedule = args.lr, "constant"
     config.train.num_steps = 1
     config.kd.update(

@@ -11,7 +11,7 @@ The teacher (4 layers, d=128) trains on all 4k built-in number-comparison questi
 d=64) see a 250-question subset, as in a data-scarce post-training run, by SFT or by
 distilling the teacher's full distribution (forward KL, as Study B's SeqKD). Measured on
 2 CPU cores: teacher 63.5% exact match on 200 held-out questions, SFT student 17.0%, KD
-student 22.5% (held-out CE 0.947 vs 0.779), about 5 minutes in all. Runs on one device.
+student 22.5% (held-out CE 0.947 vs 0.779), about 4 minutes in all. Runs on one device.
 """
 
 from configs import base

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from kd_jax import sharding as shd
 from kd_jax.data import DataError, load_tokenizer, render_chat
 from kd_jax.errors import MissingFileError
 from kd_jax.models.loader import load_trained, run_rules
@@ -52,15 +53,21 @@ def generate_file(
     tokenizer: str | None = None,
     batch_size: int = 32,
     seed: int = 0,
+    mesh: dict | None = None,
     **sampling,
 ) -> int:
-    """Writes one {"prompt", "completion"} line per prompt; returns how many."""
-    model, tok_dir = load_trained(model_path, which=checkpoint)
+    """Writes one {"prompt", "completion"} line per prompt; returns how many. `mesh`
+    ({axis: size}) loads the model on that mesh; on a mesh that spans hosts every host
+    runs this, each feeds its rows of every batch, and process 0 writes."""
+    on = shd.make_mesh(mesh) if mesh else None
+    model, tok_dir = load_trained(model_path, which=checkpoint, mesh=on)
     tok = load_tokenizer(tokenizer or tok_dir)
     prompts = read_prompts(prompts_path, tok)
     cfg = SamplingConfig.for_tokenizer(tok, **sampling)
     rules = run_rules(model_path)
     outs = generate_text(model, tok, prompts, cfg, batch_size=batch_size, seed=seed, rules=rules)
+    if not shd.is_writer():
+        return len(outs)
     with open(out, "w") as f:
         for prompt, completion in zip(prompts, outs, strict=True):
             f.write(json.dumps({"prompt": prompt, "completion": completion}) + "\n")

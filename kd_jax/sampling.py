@@ -138,11 +138,6 @@ def _jitted(graphdef, cfg: SamplingConfig, mesh=None, rules=None):
     return jax.jit(run)
 
 
-def _mesh_of(state):
-    sharding = getattr(jax.tree.leaves(state)[0], "sharding", None)
-    return getattr(sharding, "mesh", None)
-
-
 def generate(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: SamplingConfig, *, rules=None):
     """tokens [B, N] and lengths [B] sampled after left-padded prompts [B, P].
 
@@ -153,7 +148,7 @@ def generate(model: Decoder, prompts_BxP, prompt_mask_BxP, rng, cfg: SamplingCon
     graphdef, state = nnx.split(model)
     if rules is not None:  # hashable, for the program cache
         rules = tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in rules)
-    mesh = _mesh_of(state) if rules is not None else None
+    mesh = shd.mesh_of(state) if rules is not None else None
     return _jitted(graphdef, cfg, mesh, rules)(state, prompts_BxP, prompt_mask_BxP, rng)
 
 
@@ -182,24 +177,33 @@ def generate_text(
     add_special_tokens: bool = False,
     rules=None,
 ) -> list[str]:
-    """Decoded continuations of `prompts` (special tokens dropped), in order."""
+    """Decoded continuations of `prompts` (special tokens dropped), in order.
+
+    With `rules` the model's mesh may span hosts (every host runs this with the same
+    prompts): each host places only its rows of each batch (`sharding.host_rows`), the
+    program runs once across all of them, and every host gets every row back."""
     out: list[str] = []
     rng = jax.random.key(seed)
+    mesh = shd.mesh_of(nnx.state(model)) if rules is not None else None
+    rows_sharding = shd.batch_sharding(mesh, rules, rows=batch_size) if mesh is not None else None
     bar = tqdm(total=len(prompts), desc="generate", disable=not progress, leave=False)
     for start in range(0, len(prompts), batch_size):
         chunk = prompts[start : start + batch_size]
         rows = [tokenizer.encode(t, add_special_tokens=add_special_tokens) for t in chunk]
         rows += [rows[-1]] * (batch_size - len(rows))  # fixed batch shape: one program
         tokens, mask = left_pad(rows, cfg.pad_id)
+        if rows_sharding is None:
+            tokens, mask = jnp.asarray(tokens), jnp.asarray(mask)
+        else:
+            mine = shd.host_rows(rows_sharding, batch_size)
+            tokens, mask = (
+                shd.place_rows(x[mine.start : mine.stop], rows_sharding, batch_size)
+                for x in (tokens, mask)
+            )
         new, lengths = generate(
-            model,
-            jnp.asarray(tokens),
-            jnp.asarray(mask),
-            jax.random.fold_in(rng, start),
-            cfg,
-            rules=rules,
+            model, tokens, mask, jax.random.fold_in(rng, start), cfg, rules=rules
         )
-        new, lengths = np.asarray(new), np.asarray(lengths)
+        new, lengths = shd.gather_rows(new), shd.gather_rows(lengths)
         for i in range(len(chunk)):
             out.append(tokenizer.decode(new[i, : lengths[i]].tolist(), skip_special_tokens=True))
         bar.update(len(chunk))

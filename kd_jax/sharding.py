@@ -136,9 +136,11 @@ def state_shardings(state: nnx.State, mesh: Mesh, rules: Rules) -> nnx.State:
     return jax.tree.map(one, state, is_leaf=lambda x: isinstance(x, nnx.Variable))
 
 
-def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 2) -> NamedSharding:
-    """Sharding of a [batch, length, ...] array: batch over the data-parallel axes."""
-    spec = logical_to_spec(("act_batch",) + (None,) * (ndim - 1), None, mesh, rules)
+def batch_sharding(mesh: Mesh, rules: Rules, ndim: int = 2, rows: int | None = None):
+    """Sharding of a [batch, length, ...] array: batch over the data-parallel axes (those
+    that divide `rows`, when given)."""
+    shape = None if rows is None else (rows,) + (1,) * (ndim - 1)
+    spec = logical_to_spec(("act_batch",) + (None,) * (ndim - 1), shape, mesh, rules)
     return NamedSharding(mesh, spec)
 
 
@@ -218,3 +220,53 @@ def initialize_distributed() -> None:
         jax.local_device_count(),
         jax.device_count(),
     )
+
+
+# --- one batch fed by every host ---------------------------------------------------------
+
+
+def host_rows(sharding: NamedSharding, num_rows: int) -> range:
+    """The rows of a global [num_rows, ...] batch that this process's devices hold under
+    `sharding` (its slice to feed; every row when the batch is not split across hosts)."""
+    index = sharding.addressable_devices_indices_map((num_rows,) + (1,) * (len(sharding.spec) - 1))
+    rows = {r for idx in index.values() for r in range(num_rows)[idx[0]]}
+    lo, hi = min(rows), max(rows) + 1
+    if len(rows) != hi - lo:
+        raise ShardingError(
+            f"this host's devices hold rows {sorted(rows)} of a batch of {num_rows}, not one "
+            "block; order the mesh so that each host's devices are adjacent (make_mesh does)."
+        )
+    return range(lo, hi)
+
+
+def place_rows(local: np.ndarray, sharding: NamedSharding, num_rows: int) -> jax.Array:
+    """A global [num_rows, ...] array from this host's rows (`host_rows`) of it."""
+    return jax.make_array_from_process_local_data(sharding, local, (num_rows, *local.shape[1:]))
+
+
+def gather_rows(x: jax.Array) -> np.ndarray:
+    """Every row of a global array, as numpy on every host (one all-gather across hosts)."""
+    if jax.process_count() == 1 or x.is_fully_addressable:
+        return np.asarray(x)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def mesh_of(tree) -> Mesh | None:
+    """The mesh the arrays of `tree` (a model's state, say) are placed on, if any."""
+    sharding = getattr(jax.tree.leaves(tree)[0], "sharding", None)
+    return getattr(sharding, "mesh", None)
+
+
+def barrier(name: str) -> None:
+    """Every host waits here until all have arrived (nothing on one process)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def is_writer() -> bool:
+    """Whether this process writes a job's outputs (process 0 of a multi-host job)."""
+    return jax.process_index() == 0

@@ -151,13 +151,17 @@ def synthesize_file(
     max_new_tokens: int = 128,
     batch_size: int = 32,
     seed: int = 0,
+    mesh: dict | None = None,
 ) -> dict:
-    """Writes the synthetic records to `out` and their counts beside it; returns counts."""
+    """Writes the synthetic records to `out` and their counts beside it; returns counts.
+    `mesh` ({axis: size}) loads the teacher on that mesh (e.g. fsdp and tensor for a 70B
+    model); on a mesh that spans hosts every host runs this and process 0 writes."""
+    from kd_jax import sharding as shd
     from kd_jax.data import load_tokenizer, render_chat
     from kd_jax.models.loader import load_trained, run_rules
     from kd_jax.sampling import SamplingConfig, generate_text
 
-    model, tok_dir = load_trained(model_path)
+    model, tok_dir = load_trained(model_path, mesh=shd.make_mesh(mesh) if mesh else None)
     rules = run_rules(model_path)
     tok = load_tokenizer(tok_dir)
     cfg = SamplingConfig.for_tokenizer(tok, max_new_tokens=max_new_tokens, temperature=temperature)
@@ -183,6 +187,8 @@ def synthesize_file(
             generate, questions, render, task=task, answer_regex=answer_regex, exclude=exclude
         )
     out = Path(out)
+    if not shd.is_writer():
+        return {"out": str(out), **counts}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("".join(json.dumps(r) + "\n" for r in records))
     Path(str(out) + ".counts.json").write_text(json.dumps(dict(counts), indent=2) + "\n")

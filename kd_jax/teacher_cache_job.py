@@ -22,8 +22,9 @@ from ml_collections import ConfigDict
 from tqdm.auto import tqdm
 
 from kd_jax import sampled_cache
+from kd_jax import sharding as shd
 from kd_jax.id_packing import index_bits, pack_indices
-from kd_jax.step_builder import setup
+from kd_jax.step_builder import rules_of, setup
 from kd_jax.teacher_cache import META, MODES, CacheError, cache_key, check_key
 
 
@@ -33,13 +34,13 @@ def chunk_length(length: int, batch_size: int, chunk_tokens: int) -> int:
     return max(c for c in range(1, min(want, length) + 1) if length % c == 0)
 
 
-def topk_fn(teacher, k: int, chunk_tokens: int):
+def topk_fn(teacher, k: int, chunk_tokens: int, mesh=None, rules=None):
     """Jitted (params, frozen, batch, records_B) -> top-k (values, ids) [B, T, k] of the
     teacher's log-probabilities, computed over sequence chunks of about `chunk_tokens`
     tokens so that only one chunk's [B, C, V] float32 logits exist at a time (never
-    [B, T, V]). `records_B` is unused: the sampled mode's draw function takes it."""
+    [B, T, V]). `records_B` is unused: the sampled mode's draw function takes it. With
+    `mesh` and `rules`, activations are split by the rules table as in training."""
 
-    @jax.jit
     def topk(params, frozen, batch, records_B):
         del records_B
         model = teacher.merge(params, frozen)
@@ -56,7 +57,7 @@ def topk_fn(teacher, k: int, chunk_tokens: int):
         unchunk = lambda x: x.swapaxes(0, 1).reshape(b, t, k)  # noqa: E731
         return unchunk(vals_NxBxCxK), unchunk(idx_NxBxCxK)
 
-    return topk
+    return jax.jit(shd.under_activation_sharding(topk, mesh, rules))
 
 
 class _TopkShardWriter:
@@ -82,6 +83,39 @@ class _TopkShardWriter:
             if self.indices
             else np.zeros((0, math.ceil(k * bits / 8)), np.uint8),
         )
+
+
+def _records(shard: int, shard_size: int, n: int) -> range:
+    return range(shard * shard_size, min(n, (shard + 1) * shard_size))
+
+
+class _HostFeed:
+    """This host's rows of the cache job's global batches on the teacher's mesh."""
+
+    def __init__(self, teacher, batch_size: int, rules):
+        self.hosts, self.host = jax.process_count(), jax.process_index()
+        mesh = shd.mesh_of(teacher.trainable)
+        self.mesh, self.rules = mesh, rules
+        self.sharding = shd.batch_sharding(mesh, rules, rows=batch_size) if mesh else None
+        self.batch = batch_size
+        self.span = range(batch_size) if mesh is None else shd.host_rows(self.sharding, batch_size)
+        self.rows = len(self.span)
+        if self.rows * self.hosts != batch_size:
+            raise CacheError(
+                f"cache-teacher on {self.hosts} hosts needs --batch-size split across them "
+                f"(this host holds {self.rows} of {batch_size} rows): use a multiple of "
+                "the data x fsdp devices, with data or fsdp spanning the hosts."
+            )
+
+    def place(self, local: np.ndarray, dtype=None):
+        local = np.asarray(local, dtype)
+        if self.sharding is None:
+            return jnp.asarray(local)
+        sharding = shd.batch_sharding(self.mesh, self.rules, local.ndim, rows=self.batch)
+        return shd.place_rows(local, sharding, self.batch)
+
+    def mine(self, x) -> np.ndarray:
+        return shd.gather_rows(x)[self.span.start : self.span.stop]
 
 
 def _check_build_args(mode, k, value_dtype):
@@ -150,50 +184,60 @@ def build(
                 f"{out} was started with other settings ({', '.join(settings)}); use the "
                 "same ones to resume it, or another --out."
             )
-    out.mkdir(parents=True, exist_ok=True)
-    (out / META).write_text(json.dumps(meta, indent=2))
+    shd.barrier("cache-teacher: settings checked")  # before process 0 rewrites them
+    if shd.is_writer():
+        out.mkdir(parents=True, exist_ok=True)
+        (out / META).write_text(json.dumps(meta, indent=2))
+    feed = _HostFeed(teacher, batch_size, rules_of(config))
     if mode == "sample":
         fn = sampled_cache.draw_fn(teacher, k, sample["temperature"], sample["sample_seed"])
     else:
-        fn = topk_fn(teacher, k, config.kd.chunk_size)
+        fn = topk_fn(teacher, k, config.kd.chunk_size, feed.mesh, feed.rules)
     max_len = config.data.max_length
     bar = tqdm(total=n, desc="cache-teacher", disable=not progress)
-    for s in range(num_shards):
-        final = out / f"shard-{s:05d}"
-        records = range(s * shard_size, min(n, (s + 1) * shard_size))
-        if final.exists():
-            bar.update(len(records))
+    # The hosts build P shards at once: host p feeds its rows of every batch from shard
+    # first + p and writes that shard (one host: one shard at a time, whole batches).
+    for first in range(0, num_shards, feed.hosts):
+        group = range(first, min(first + feed.hosts, num_shards))
+        todo = [s for s in group if not (out / f"shard-{s:05d}").exists()]
+        bar.update(sum(len(_records(s, shard_size, n)) for s in group if s not in todo))
+        if not todo:
             continue
+        mine = first + feed.host
+        records = _records(mine, shard_size, n) if mine in todo else range(0)
+        steps = max(math.ceil(len(_records(s, shard_size, n)) / feed.rows) for s in todo)
         writer = (
             sampled_cache.ShardWriter(bits)
             if mode == "sample"
             else _TopkShardWriter(k, bits, value_dtype)
         )
-        for start in range(records.start, records.stop, batch_size):
-            ids = list(range(start, min(records.stop, start + batch_size)))
-            rows = [pad_row(pipe.example_fn(pipe.source[i]), max_len) for i in ids]
-            rows += [rows[-1]] * (batch_size - len(rows))
-            batch = {
-                key_: jnp.asarray(v)
-                for key_, v in stack_rows(rows).items()
-                if key_ != "num_truncated"
-            }
-            rec = jnp.asarray(ids + [ids[-1]] * (batch_size - len(ids)), jnp.int32)
-            result = jax.device_get(fn(teacher.trainable, teacher.frozen, batch, rec))
+        for i in range(steps):
+            ids = list(records[i * feed.rows : (i + 1) * feed.rows])
+            fed = list(ids or [0])  # a host with nothing left feeds a row to fill its slots
+            fed += [fed[-1]] * (feed.rows - len(fed))
+            rows = [pad_row(pipe.example_fn(pipe.source[j]), max_len) for j in fed]
+            local = {key_: v for key_, v in stack_rows(rows).items() if key_ != "num_truncated"}
+            batch = {key_: feed.place(v) for key_, v in local.items()}
+            result = fn(teacher.trainable, teacher.frozen, batch, feed.place(fed, np.int32))
             result = result if isinstance(result, tuple) else (result,)
+            result = [feed.mine(x) for x in result]
             for j in range(len(ids)):
                 m = rows[j]["loss_mask"] > 0
                 writer.add(*(x[j][m] for x in result))
             bar.update(len(ids))
-        tmp = out / f".tmp-shard-{s:05d}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        writer.save(tmp)
-        tmp.rename(final)
+        if records:
+            tmp = out / f".tmp-shard-{mine:05d}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            tmp.mkdir()
+            writer.save(tmp)
+            tmp.rename(out / f"shard-{mine:05d}")
     bar.close()
-    meta["num_tokens"] = int(
-        sum(np.load(out / f"shard-{s:05d}" / "offsets.npy")[-1] for s in range(num_shards))
-    )
-    meta["complete"] = True
-    (out / META).write_text(json.dumps(meta, indent=2))
+    shd.barrier("cache-teacher: every shard written")
+    if shd.is_writer():
+        meta["num_tokens"] = int(
+            sum(np.load(out / f"shard-{s:05d}" / "offsets.npy")[-1] for s in range(num_shards))
+        )
+        meta["complete"] = True
+        (out / META).write_text(json.dumps(meta, indent=2))
+    shd.barrier("cache-teacher: complete")
     return out

@@ -222,3 +222,23 @@ def test_chip_table_and_verdict():
     )
     # 36 GiB of activations into the 12 GiB left: 4x more micro-batches.
     assert not fits and text == "does not fit: try grad_accum=8 / fsdp=8 / remat=full"
+
+
+@pytest.mark.parametrize("job", ["synthesize", "eval", "cache-teacher"])
+def test_inference_jobs_plan_their_own_program(capsys, devices, job):
+    """`--job`: the job's model (the teacher for synthesize and cache-teacher), its
+    weights split over fsdp x tensor, and the sampler's KV cache or the chunked top-k."""
+    p = _plan(capsys, "--mesh", "fsdp=4,tensor=2", "--job", job, "--batch-size", "8")
+    preset = "tiny-student" if job != "eval" else "tiny-student-xs"
+    assert p["job"] == job and p["model"] == preset and p["params"] == _params(preset)
+    assert p["mesh"] == {"data": 1, "fsdp": 4, "tensor": 2}
+    # Every weight split at least 4 ways (fsdp on the embedding dimension), some 8 ways.
+    full = 4 * p["params"]  # float32
+    assert full / 8 <= p["weights_per_device"] <= full / 4
+    x = p["xla"]
+    assert x["peak"] == x["arguments"] + x["outputs"] - x["aliased"] + x["temporaries"]
+    assert x["arguments"] >= p["weights_per_device"] and x["temporaries"] > 0
+    if job == "cache-teacher":
+        assert p["program"] == "8 rows x 32 tokens, top-64"
+    else:
+        assert p["program"] == "8 prompts x 32 tokens, 128 new tokens"

@@ -11,7 +11,7 @@ import logging
 import time
 from pathlib import Path
 
-from kd_jax.cli.flags import config_and_rest, split_config_flags
+from kd_jax.cli.flags import MESH_HELP, config_and_rest, parse_mesh, split_config_flags
 from kd_jax.errors import UserError
 
 
@@ -77,6 +77,7 @@ def cmd_generate(argv: list[str]) -> int:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mesh", default="", help=MESH_HELP)
     a = p.parse_args(argv)
     n = generate_file(
         a.model,
@@ -90,6 +91,7 @@ def cmd_generate(argv: list[str]) -> int:
         temperature=a.temperature,
         top_k=a.top_k,
         top_p=a.top_p,
+        mesh=parse_mesh(a.mesh) or None,
     )
     print(f"Wrote {n} completions to {a.out}")
     return 0

@@ -46,3 +46,20 @@ def config_and_rest(argv: list[str], *, example: str = "configs/quickstart.py"):
     config = load_config(spec)
     apply_overrides(config, overrides)
     return config, rest
+
+
+MESH_HELP = (
+    "mesh to load the model on, e.g. fsdp=16,tensor=4 (default: a run's own mesh; "
+    "data=-1 for an HF folder)"
+)
+
+
+def parse_mesh(text: str) -> dict:
+    """`data=N,fsdp=N,tensor=N` (any subset; -1 = the remaining devices) -> {axis: N}."""
+    out = {}
+    for part in filter(None, text.split(",")):
+        key, _, value = part.partition("=")
+        if key.strip() not in ("data", "fsdp", "tensor") or not value.lstrip("-").isdigit():
+            raise UserError(f"--mesh {text!r}: write data=N,fsdp=N,tensor=N.")
+        out[key.strip()] = int(value)
+    return out

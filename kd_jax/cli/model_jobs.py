@@ -8,7 +8,7 @@ import json
 import subprocess
 import sys
 
-from kd_jax.cli.flags import config_and_rest
+from kd_jax.cli.flags import MESH_HELP, config_and_rest, parse_mesh
 from kd_jax.errors import UserError
 
 
@@ -50,6 +50,7 @@ def cmd_eval(argv: list[str]) -> int:
         help="override a run.json field, e.g. --meta method='SeqKD (base teacher)'",
     )
     p.add_argument("--out", default=None, help="default: WORKDIR/eval")
+    p.add_argument("--mesh", default="", help=MESH_HELP)
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     if a.responses:
@@ -72,6 +73,7 @@ def cmd_eval(argv: list[str]) -> int:
         meta=_meta_overrides(a.meta),
         out=a.out,
         progress=not a.no_progress,
+        mesh=parse_mesh(a.mesh) or None,
     )
     print(json.dumps({"average": doc["average"], "out": doc["out"]}))
     return 0
@@ -141,6 +143,7 @@ def cmd_synthesize(argv: list[str]) -> int:
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mesh", default="", help=MESH_HELP)
     a = p.parse_args(argv)
     counts = synthesize_file(
         a.model,
@@ -156,25 +159,16 @@ def cmd_synthesize(argv: list[str]) -> int:
         max_new_tokens=a.max_new_tokens,
         batch_size=a.batch_size,
         seed=a.seed,
+        mesh=parse_mesh(a.mesh) or None,
     )
     print(json.dumps(counts))
     return 0
 
 
-def _parse_mesh(text: str) -> dict:
-    out = {}
-    for part in filter(None, text.split(",")):
-        key, _, value = part.partition("=")
-        if not value.lstrip("-").isdigit():
-            raise UserError(f"--mesh {text!r}: write data=N,fsdp=N,tensor=N.")
-        out[key.strip()] = int(value)
-    return out
-
-
 def cmd_plan(argv: list[str]) -> int:
     import jax
 
-    from kd_jax import accelerators, plan
+    from kd_jax import accelerators, plan, plan_inference
 
     p = argparse.ArgumentParser(
         prog="kd-jax plan",
@@ -188,6 +182,16 @@ def cmd_plan(argv: list[str]) -> int:
     )
     p.add_argument("--mesh", default="", help="e.g. data=1,fsdp=16,tensor=4 (else config.mesh)")
     p.add_argument("--json", action="store_true", help="print the numbers as one JSON object")
+    p.add_argument(
+        "--job",
+        default="train",
+        choices=("train", *plan_inference.JOBS),
+        help="the program to plan: the train step, or an inference job's program",
+    )
+    p.add_argument("--batch-size", type=int, default=32, help="inference jobs: batch rows")
+    p.add_argument("--prompt-length", type=int, default=0, help="default: data.max_length")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="sampling jobs")
+    p.add_argument("--k", type=int, default=64, help="cache-teacher: top-k")
     config, rest = config_and_rest(argv, example="configs/base.py")
     args = p.parse_args(rest)
     devices, notes = None, []
@@ -213,7 +217,21 @@ def cmd_plan(argv: list[str]) -> int:
             "fresh process."
         )
     if args.mesh:
-        config.mesh.update({"data": 1, "fsdp": 1, "tensor": 1, **_parse_mesh(args.mesh)})
+        config.mesh.update({"data": 1, "fsdp": 1, "tensor": 1, **parse_mesh(args.mesh)})
+    if args.job != "train":
+        result = plan_inference.plan_job(
+            config,
+            args.job,
+            devices,
+            args.topology or None,
+            batch_size=args.batch_size,
+            prompt_length=args.prompt_length,
+            max_new_tokens=args.max_new_tokens,
+            k=args.k,
+        )
+        result["notes"] = notes
+        print(json.dumps(result) if args.json else plan_inference.format_job(result))
+        return 0
     result = plan.plan(config, devices, args.topology or None)
     result["notes"] += notes
     print(json.dumps(result) if args.json else plan.format_plan(result))

@@ -137,6 +137,7 @@ def evaluate(
     progress: bool = True,
     run_info: dict | None = None,
     responses: Mapping[str, Mapping[str, str]] | None = None,
+    write: bool = True,
 ) -> dict:
     """Scores `tasks` and writes predictions and scores to `out_dir`; returns scores.json's dict.
 
@@ -147,6 +148,8 @@ def evaluate(
     render_chat: messages -> prompt text for chat tasks (default: the built-in template).
     responses: {task: {id: response}} to score instead of calling a model (`generate`
     must then be None); see kd_jax.evaluation.responses.
+    write: False on the hosts of a multi-host job other than the one writing (the scores
+    are returned all the same).
     """
     if responses is not None and generate is not None:
         raise EvalError("pass either `generate` or `responses`, not both")
@@ -164,10 +167,10 @@ def evaluate(
         for t in task_list
     }
     total = sum(len(loaded[name]) * k for name, k in passes.items())
-    os.makedirs(os.path.join(out_dir, PREDICTIONS_DIR), exist_ok=True)
     started = time.time()
     scores: dict[str, dict] = {}
     given: list[dict] = []
+    predictions: dict[str, list[dict]] = {}
     with tqdm(total=total, desc="eval", unit="ex", disable=not progress) as bar:
         for task in task_list:
             bar.set_description(f"eval {task.name}")
@@ -201,10 +204,7 @@ def evaluate(
                     row.update(extra)
                 entry["mc_accuracy"] = sum(r["mc_correct"] for r in mc) / len(mc)
                 entry["mc_accuracy_norm"] = sum(r["mc_correct_norm"] for r in mc) / len(mc)
-            path = os.path.join(out_dir, PREDICTIONS_DIR, f"{task.name}.jsonl")
-            with open(path, "w", encoding="utf-8") as f:
-                for row in rows:
-                    f.write(json.dumps(row, ensure_ascii=False) + "\n")
+            predictions[task.name] = rows
             scores[task.name] = entry
 
     metric_names = sorted({m for e in scores.values() for m in e if m != "n"})
@@ -228,9 +228,22 @@ def evaluate(
     }
     if run_info:
         doc["run"] = dict(run_info)
+    if write:
+        _write(out_dir, doc, predictions, given)
+    return doc
+
+
+def _write(out_dir: str, doc: dict, predictions: dict[str, list[dict]], given: list[dict]):
+    """predictions/<task>.jsonl, responses.jsonl, scores.json and scores.csv."""
+    os.makedirs(os.path.join(out_dir, PREDICTIONS_DIR), exist_ok=True)
+    for name, rows in predictions.items():
+        path = os.path.join(out_dir, PREDICTIONS_DIR, f"{name}.jsonl")
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
     if given:
         with open(os.path.join(out_dir, RESPONSES_JSONL), "w", encoding="utf-8") as f:
             f.writelines(json.dumps(g, ensure_ascii=False) + "\n" for g in given)
+    scores, average, metric_names = doc["tasks"], doc["average"], list(doc["average"])
     with open(os.path.join(out_dir, SCORES_JSON), "w", encoding="utf-8") as f:
         json.dump(doc, f, indent=1)
     with open(os.path.join(out_dir, SCORES_CSV), "w", newline="", encoding="utf-8") as f:
@@ -242,4 +255,3 @@ def evaluate(
                     w.writerow([name, m, f"{entry[m]:.6f}", entry["n"]])
         for m, v in average.items():
             w.writerow(["average", m, f"{v:.6f}", len(scores)])
-    return doc

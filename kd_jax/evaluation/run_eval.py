@@ -151,8 +151,11 @@ def evaluate_run(
     meta: dict | None = None,
     out: str | Path | None = None,
     progress: bool = True,
+    mesh: dict | None = None,
 ) -> dict:
-    """Evaluates the run in `workdir` (see the module docstring); returns scores.json's dict."""
+    """Evaluates the run in `workdir` (see the module docstring); returns scores.json's dict.
+    `mesh` ({axis: size}) loads the models on that mesh instead of the run's own."""
+    from kd_jax import sharding as shd
     from kd_jax.evaluation.fidelity import fidelity_from_predictions, write_fidelity
     from kd_jax.evaluation.harness import evaluate
     from kd_jax.models.loader import is_run, load_trained, read_run_config, run_rules
@@ -175,7 +178,8 @@ def evaluate_run(
         seed=config.seed if seed is None else seed,
     )
     out = Path(out) if out else workdir / "eval"
-    model, tok_dir = load_trained(workdir, which=checkpoint)
+    on = shd.make_mesh(mesh) if mesh else None
+    model, tok_dir = load_trained(workdir, which=checkpoint, mesh=on)
     generate, render = _generator(model, tok_dir, settings, rules=run_rules(workdir))
     common = dict(
         data_root=roots,
@@ -184,6 +188,7 @@ def evaluate_run(
         batch_size=settings["batch_size"],
         limit=limit or None,
         progress=progress,
+        write=shd.is_writer(),  # on a multi-host mesh every host scores, process 0 writes
     )
     run_info = {"workdir": str(workdir), "checkpoint": checkpoint, **settings}
     doc = evaluate(
@@ -192,11 +197,12 @@ def evaluate_run(
 
     fields = run_meta(config, workdir, count_params(model))
     fields.update(meta or {})
-    write_run_meta(str(workdir), **fields)
+    if shd.is_writer():
+        write_run_meta(str(workdir), **fields)
 
     if teacher:
         teacher_path = _teacher_path(config, teacher)
-        t_model, t_tok = load_trained(teacher_path)
+        t_model, t_tok = load_trained(teacher_path, mesh=on)
         t_generate, t_render = _generator(t_model, t_tok, settings, rules=run_rules(teacher_path))
         evaluate(
             task_list,
@@ -207,9 +213,10 @@ def evaluate_run(
             run_info={"teacher": teacher_path, **settings},
             **common,
         )
-        per_task = fidelity_from_predictions(str(out), str(out / "teacher"))
         held_out = held_out_fidelity(config, model, t_model, kl_batches)
-        write_fidelity(str(out), per_task, **held_out)
+        if shd.is_writer():
+            per_task = fidelity_from_predictions(str(out), str(out / "teacher"))
+            write_fidelity(str(out), per_task, **held_out)
     doc["out"] = str(out)
     return doc
 
@@ -244,16 +251,25 @@ def held_out_fidelity(
     """KL(teacher || student) at T = 1 and top-1 agreement, pooled over the supervised
     tokens of the run's validation data (data.validation, or the held-out split), chunked
     over tokens (kd_jax.losses.agreement): never both models' [B, T, V] logits at once."""
+    import jax
     import jax.numpy as jnp
+    from flax import nnx
 
+    from kd_jax import sharding as shd
     from kd_jax.data import DataConfig, builtin_paths, make_pipeline
     from kd_jax.losses.agreement import fidelity_sums
+    from kd_jax.step_builder import rules_of
 
     data = config.data.to_dict()
     for key in ("train", "validation", "tokenizer"):
         data[key] = builtin_paths.resolve(data[key])
     data["prefetch_batches"] = 0
-    batches = make_pipeline(DataConfig.from_mapping(data)).validation_batches()
+    # Every host feeds its rows of each batch when the models span hosts.
+    mesh = shd.mesh_of(nnx.state(student))
+    rows = None
+    if mesh is not None and jax.process_count() > 1:
+        rows = shd.batch_sharding(mesh, rules_of(config))
+    batches = make_pipeline(DataConfig.from_mapping(data), sharding=rows).validation_batches()
     if not batches:
         log.warning("The run has no validation data (data.validation / validation_size): no KL.")
         return {}

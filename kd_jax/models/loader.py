@@ -180,7 +180,9 @@ def load_trained(
     """(model, tokenizer folder) of a kd_jax run's student, or of an HF folder, loaded
     straight into its shardings: on `mesh` with the `rules` table, by default the run's
     own (config.json's `mesh` and `sharding_rules`); for an HF folder {"data": -1} and the
-    built-in rules."""
+    built-in rules. Launched as one of several processes, it first joins them into one
+    JAX program (sharding.initialize_distributed), so the mesh spans every host."""
+    shd.initialize_distributed()
     if not is_run(path):
         mesh = mesh or shd.make_mesh({"data": -1})
         return hf_io.load(path, mesh=mesh, rules=rules or shd.DEFAULT_RULES), str(path)

@@ -27,6 +27,13 @@ if [ "$1" = gkd ]; then
     --config.student.hf_path= --config.teacher.hf_path= --config.data.train= \
     --config.data.tokenizer= --topology v5p:4x4x4 --mesh fsdp=64 --json
 fi
+# Study A stage 1: the 70B teacher writes synthetic data (`kd-jax synthesize`), 32 prompts of
+# 1,024 tokens and 1,024 new tokens a batch, weights over fsdp=16 x tensor=4 (about 7 min).
+if [ "$1" = synth ]; then
+  python -m kd_jax.main plan --config configs/study_a_data_size.py --config.teacher.hf_path= \
+    --config.teacher.preset=llama-3.1-70b --job synthesize --topology v5p:4x4x4 \
+    --mesh fsdp=16,tensor=4 --batch-size 32 --prompt-length 1024 --max-new-tokens 1024
+fi
 # Attention temporaries, 8B layer at 8,192 tokens a row: splash vs xla.
 if [ "$1" = attention ]; then
   python benchmarks/attention_tpu_memory.py --topology v5p:2x2x1 --length 8192

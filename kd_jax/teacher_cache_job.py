@@ -5,7 +5,9 @@
 It walks the training records in source order, runs the teacher on each padded example and
 keeps, for every supervised token, the top-k log-probabilities or K draws with counts;
 shards are written to a temporary folder and renamed, so an interrupted job resumes
-without redoing finished shards.
+without redoing finished shards. On several hosts (every host runs the same command) the
+hosts build as many shards at once, each feeding its rows of every batch from its own
+shard and writing that shard; process 0 writes meta.json.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from kd_jax import teacher_cache_job as tc_job
 from kd_jax import train
 from kd_jax.evaluation.run_eval import evaluate_run
 from tests.test_multiprocess import ROOT, launch, wait
-from tests.test_sharded_cache import OVERRIDES, K, _arrays, _config
+from tests.test_sharded_cache import K, _config, assert_same_cache, cache_args
 
 MESH = ["--config.mesh.data=1", "--config.mesh.fsdp=4", "--config.mesh.tensor=2"]
 
@@ -37,31 +37,8 @@ def test_two_process_cache_teacher_equals_one_process(builtin_dir, tmp_path, mon
         shard_size=128,
         progress=False,
     )
-    flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-    _two_processes(
-        tmp_path,
-        "cache",
-        "cache-teacher",
-        "--config",
-        "configs/quickstart.py:kd",
-        *flags,
-        *MESH,
-        "--out",
-        str(tmp_path / "two"),
-        "--k",
-        str(K),
-        "--value-dtype",
-        "float32",
-        "--shard-size",
-        "128",
-    )
-    want, have = _arrays(one), _arrays(tmp_path / "two")
-    assert want.keys() == have.keys() and len(want) == 3 * 3  # 3 shards x 3 arrays
-    for name in want:
-        if name.endswith("values"):
-            np.testing.assert_allclose(have[name], want[name], atol=1e-5, err_msg=name)
-        else:
-            np.testing.assert_array_equal(have[name], want[name], err_msg=name)
+    _two_processes(tmp_path, "cache", *cache_args(tmp_path / "two", *MESH))
+    assert_same_cache(tmp_path / "two", one)
     meta_one = json.loads((one / "meta.json").read_text())
     meta_two = json.loads((tmp_path / "two" / "meta.json").read_text())
     assert meta_two == meta_one and meta_two["complete"]

@@ -59,6 +59,37 @@ def _arrays(cache_dir):
     return out
 
 
+def cache_args(out, *mesh_flags) -> list[str]:
+    """`kd-jax cache-teacher` arguments for the tiny config, top-8 float32 in shards of 128."""
+    flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
+    return [
+        "cache-teacher",
+        "--config",
+        "configs/quickstart.py:kd",
+        *flags,
+        *mesh_flags,
+        "--out",
+        str(out),
+        "--k",
+        str(K),
+        "--value-dtype",
+        "float32",
+        "--shard-size",
+        "128",
+    ]
+
+
+def assert_same_cache(have_dir, want_dir) -> None:
+    """Same shards (300 records, 3 shards); ids and offsets equal, values within 1e-5."""
+    want, have = _arrays(want_dir), _arrays(have_dir)
+    assert want.keys() == have.keys() and len(want) == 3 * 3
+    for name in want:
+        if name.endswith("values"):
+            np.testing.assert_allclose(have[name], want[name], atol=1e-5, err_msg=name)
+        else:
+            np.testing.assert_array_equal(have[name], want[name], err_msg=name)
+
+
 def test_sharded_cache_equals_one_device(builtin_dir, tmp_path):
     config = _config(data=1, fsdp=4, tensor=2)
     r = train.setup(config)
@@ -74,32 +105,8 @@ def test_sharded_cache_equals_one_device(builtin_dir, tmp_path):
     got = tc_job.build(
         config, tmp_path / "sharded", k=K, value_dtype="float32", shard_size=128, progress=False
     )
-
-    flags = [f"--config.{k}={v}" for k, v in OVERRIDES.items()]
-    cmd = [
-        sys.executable,
-        "-m",
-        "kd_jax.main",
-        "cache-teacher",
-        "--config",
-        "configs/quickstart.py:kd",
-        *flags,
-        "--config.mesh.data=-1",
-        "--out",
-        str(tmp_path / "one"),
-        "--k",
-        str(K),
-        "--value-dtype",
-        "float32",
-        "--shard-size",
-        "128",
-    ]
+    args = cache_args(tmp_path / "one", "--config.mesh.data=-1")
+    cmd = [sys.executable, "-m", "kd_jax.main", *args]
     one = subprocess.run(cmd, cwd=ROOT, env=_env(1), capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
-    want, have = _arrays(tmp_path / "one"), _arrays(got)
-    assert want.keys() == have.keys() and len(want) == 3 * 3  # 300 records, 3 shards
-    for name in want:
-        if name.endswith("values"):
-            np.testing.assert_allclose(have[name], want[name], atol=1e-5, err_msg=name)
-        else:
-            np.testing.assert_array_equal(have[name], want[name], err_msg=name)
+    assert_same_cache(got, tmp_path / "one")

@@ -102,6 +102,7 @@ def get_config() -> ConfigDict:
 
     # On-policy distillation (GKD): with probability lambda_ a batch's responses are
     # replaced by the current student's samples, which teacher and student then score.
+    # Those batches are scored by the divergence alone (kd.alpha's CE share needs labels).
     c.gkd = ConfigDict(
         dict(
             lambda_=0.0,  # fraction of on-policy batches; 0 = off-policy only

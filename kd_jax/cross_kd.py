@@ -12,7 +12,9 @@ On-policy (`gkd.lambda_ > 0`): the student samples continuations of its prompts 
 puts it in place of the record's last assistant turn and tokenizes that record again with
 both tokenizers (each side its own template), so the teacher and the student score the same
 sampled text in the usual step. The student side is the canonical re-tokenization of the
-decoded text, which may differ from the sampled ids where BPE allows two spellings.
+decoded text, which may differ from the sampled ids where BPE allows two spellings. A sample
+cut at gkd.max_new_tokens (no end-of-sequence token) keeps its turn open: neither side
+supervises the end-of-turn markup its template would write after it.
 """
 
 from __future__ import annotations
@@ -99,7 +101,9 @@ def onpolicy_batch(sampled: dict, batch: dict, pipeline, sharding=None) -> dict:
         messages = [dict(m) for m in record["messages"]]
         last = max(i for i, m in enumerate(messages) if m["role"] == "assistant")
         messages[last]["content"] = text
-        example = pair({**record, "messages": messages[: last + 1]})
+        # A sample cut at max_new_tokens has not ended: its turn stays open on both sides.
+        ended = bool(ids) and ids[-1] == tok.eos_token_id
+        example = pair({**record, "messages": messages[: last + 1]}, close_last_turn=ended)
         rows.append(pad_row({**example, "record_index": np.int32(j)}, length))
     out = {k: v for k, v in stack_rows(rows).items() if k != "num_truncated"}
     if sharding is None:

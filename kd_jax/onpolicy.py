@@ -4,7 +4,9 @@ With probability `gkd.lambda_` a training batch is replaced, row by row, by the 
 prompt followed by a continuation sampled from the current student (KV-cache sampler,
 `gkd.temperature`, up to `gkd.max_new_tokens`, stopping at the tokenizer's EOS). The
 teacher and the student then score the sampled sequence inside the usual train step, so
-GKD is the same jitted step with a different batch.
+GKD is the same jitted step with a different batch; with kd.alpha < 1 that step is compiled
+once more with the divergence alone (TrainProgram.onpolicy_step): CE on the student's own
+samples would train it to imitate itself.
 
 The prompt of a row is everything before its last supervised span (the final assistant
 turn); the new batch supervises exactly the sampled tokens, stop token included. This

@@ -228,6 +228,9 @@ class TrainProgram:
     context: dict  # {"frozen", "teacher"}: arrays the step reads, never updates
     train_step: object
     eval_step: object
+    # The step for on-policy (GKD) batches: the divergence alone, since their tokens are the
+    # student's samples, not labels; the same program as train_step when alpha is 1.
+    onpolicy_step: object = None
 
     def init_state(self, params: dict) -> dict:
         fn = lambda p: step_lib.init_state(p, self.optimizer)  # noqa: E731
@@ -279,6 +282,18 @@ def build_program(
         rules=rules,
         **loss_kw,
     )
+    onpolicy_step = train_step
+    if config.method == "kd" and config.gkd.lambda_ > 0 and loss_kw["loss_cfg"].alpha < 1:
+        onpolicy_step = step_lib.make_train_step(
+            state_shardings=state_sh,
+            batch_shardings=batch_shardings,
+            context_shardings=_shardings_of(context),
+            optimizer=optimizer,
+            schedule=schedule,
+            grad_accum=config.optim.grad_accum,
+            rules=rules,
+            **{**loss_kw, "loss_cfg": dataclasses.replace(loss_kw["loss_cfg"], alpha=1.0)},
+        )
     # Validation batches carry no cached teacher signal (nor the teacher's tokenization),
     # so a run from a cache, or across tokenizers, reports validation CE only (eval_div 0).
     eval_kw = loss_kw
@@ -295,7 +310,9 @@ def build_program(
         rules=rules,
         **eval_kw,
     )
-    return TrainProgram(optimizer, schedule, abstract, state_sh, context, train_step, eval_step)
+    return TrainProgram(
+        optimizer, schedule, abstract, state_sh, context, train_step, eval_step, onpolicy_step
+    )
 
 
 def build_onpolicy(config: ConfigDict, parts: RunParts, batch_shardings: dict):

@@ -54,6 +54,32 @@ def evaluate_loss(eval_step, params, batches, context, limit: int = 0) -> dict:
     return {f"eval_{k}": v for k, v in reduce_terms(sums).items() if k != "num_tokens"}
 
 
+# The sections that decide what each step does; a resumed run that changes them (rather than,
+# say, train.num_steps or eval settings) is no longer one condition.
+TRAJECTORY_SECTIONS = ("method", "seed", "student", "teacher", "kd", "gkd", "optim", "data")
+
+
+def changed_settings(workdir: Path, config: ConfigDict) -> list[str]:
+    """ "key: saved -> now" for every trajectory setting that differs from WORKDIR/config.json."""
+    saved_path = Path(workdir) / "config.json"
+    if not saved_path.exists():
+        return []
+    saved, now = json.loads(saved_path.read_text()), json.loads(config.to_json_best_effort())
+
+    def flat(d, prefix=""):
+        if not isinstance(d, dict):
+            return {prefix: d}
+        return {k: v for key, sub in d.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+
+    a = flat({k: saved.get(k) for k in TRAJECTORY_SECTIONS})
+    b = flat({k: now.get(k) for k in TRAJECTORY_SECTIONS})
+    return [
+        f"{k.rstrip('.')}: {a.get(k)!r} -> {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
+
+
 def run(config: ConfigDict, workdir: str | Path) -> dict:
     """Trains (or resumes) the run of `config` in `workdir`; returns the final metrics."""
     validate(config, workdir)
@@ -84,6 +110,14 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
         start, state, data_state, _ = resumed
         iterator.set_state(data_state)
         log.info("Resumed %s at step %d.", workdir, start)
+        changed = changed_settings(workdir, config)
+        if changed:
+            log.warning(
+                "Resuming %s with other settings than it started with (%s): its steps mix "
+                "two conditions; start a new workdir to compare them.",
+                workdir,
+                "; ".join(changed),
+            )
     else:
         start = 0
         state = program.init_state(r.student.trainable)
@@ -145,7 +179,8 @@ def run(config: ConfigDict, workdir: str | Path) -> dict:
                     sampled = cross_kd.onpolicy_batch(sampled, batch, r.pipeline, rows)
                 batch = jax.block_until_ready(sampled)
                 clock.sampled(time.perf_counter() - t0)
-            state, metrics = train_step(state, batch, rng, context)
+            step_fn = program.onpolicy_step if onpolicy else train_step
+            state, metrics = step_fn(state, batch, rng, context)
             metrics = {**metrics, "onpolicy": int(onpolicy)}
             stop = preemption.should_stop(step)  # every process: the same answer
             # Read one step late: the previous step is done (or nearly) while this one runs.

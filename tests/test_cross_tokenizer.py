@@ -10,6 +10,7 @@ import pytest
 
 from kd_jax import losses, train
 from kd_jax.data import token_alignment as ta
+from kd_jax.data.cross_tokenize import shared_vocab
 from kd_jax.data.packing import ROW_KEYS
 from kd_jax.losses import KDLossConfig
 from kd_jax.losses.cross_tokenizer import cross_tokenizer_terms
@@ -196,11 +197,17 @@ def test_second_builtin_tokenizer_splits_digits_in_pairs_and_groups_match_text(t
     config.data.max_length = 96  # room for both templates: neither side is cut
     r = train.setup(config)
     pair = r.pipeline.example_fn
-    covered = supervised = 0
+    # The end of a reply is one event under two names: the eos tokens pair up.
+    s_ids, t_ids = shared_vocab(a, b)
+    assert (a.eos_token, b.eos_token) == ("<|end|>", "<|im_end|>")
+    assert (a.eos_token_id, b.eos_token_id) in set(zip(s_ids.tolist(), t_ids.tolist(), strict=True))
+    covered = supervised = ends = 0
     for i in range(20):
         ex = pair(r.pipeline.source[i])
         s_tok = a.convert_ids_to_tokens(ex["inputs"].tolist())
         t_tok = b.convert_ids_to_tokens(ex["teacher_inputs"].tolist())
+        s_tok = ["<end>" if t == a.eos_token else t for t in s_tok]
+        t_tok = ["<end>" if t == b.eos_token else t for t in t_tok]
         for g in range(int(ex["xt_group_mask"].sum())):
             s_pos = np.nonzero(ex["xt_s_group"] == g)[0] + 1  # tokens predicted there
             t_pos = np.nonzero(ex["xt_t_group"] == g)[0] + 1
@@ -210,9 +217,11 @@ def test_second_builtin_tokenizer_splits_digits_in_pairs_and_groups_match_text(t
                     return "".join(toks[k] for k in pos).replace("▁", " ").lstrip()
 
                 assert text(s_tok, s_pos) == text(t_tok, t_pos)
+                ends += text(s_tok, s_pos) == "<end>"
             covered += len(s_pos)
         supervised += int(ex["loss_mask"].sum())
     assert covered == supervised  # every supervised student token is in a group
+    assert ends >= 20  # every reply's end is a matched group
 
 
 def test_step_with_one_tokenizer_on_both_sides_equals_plain_kd(tiny_config):
@@ -273,6 +282,34 @@ def test_onpolicy_rows_are_re_rendered_for_both_tokenizers(tiny_config):
         np.testing.assert_array_equal(np.asarray(again[k]), np.asarray(batch[k]), err_msg=k)
 
 
+def test_onpolicy_sample_cut_short_supervises_no_end_of_turn(tiny_config):
+    """A sample that never produced the end-of-sequence token (cut at max_new_tokens) is not
+    taught to end: neither tokenizer's end-of-turn markup is supervised after it."""
+    from kd_jax import cross_kd
+
+    config = _kd_config(tiny_config, "aligned", "builtin:tokenizer-b")
+    config.data.max_length = 96
+    r = train.setup(config)
+    batch = {k: np.asarray(v) for k, v in next(r.pipeline.train_iterator()).items()}
+    s_eos = r.pipeline.tokenizer.eos_token_id
+    t_eos = r.pipeline.example_fn.teacher.tokenizer.eos_token_id
+    ended = cross_kd.onpolicy_batch(batch, batch, r.pipeline)
+    cut = dict(batch, loss_mask=batch["loss_mask"] * (batch["targets"] != s_eos))
+    open_ = cross_kd.onpolicy_batch(cut, batch, r.pipeline)
+
+    def supervised_eos(b):
+        student = np.sum((b["targets"] == s_eos) & (b["loss_mask"] > 0))
+        teacher = np.sum((b["teacher_targets"] == t_eos) & (b["xt_t_group"] >= 0))
+        return int(student), int(teacher)
+
+    rows = len(batch["targets"])
+    assert supervised_eos(ended) == (rows, rows)  # one end of turn per row, both sides
+    assert supervised_eos(open_) == (0, 0)
+    # Everything before the end is supervised as before.
+    keep = ended["targets"] != s_eos
+    np.testing.assert_array_equal(open_["loss_mask"], ended["loss_mask"] * keep)
+
+
 @pytest.mark.parametrize("mode", ["aligned", "uld"])
 def test_cross_tokenizer_run_trains_off_and_on_policy(tiny_config, tmp_path, mode):
     import json
@@ -280,6 +317,7 @@ def test_cross_tokenizer_run_trains_off_and_on_policy(tiny_config, tmp_path, mod
     config = _kd_config(tiny_config, mode, "builtin:tokenizer-b")
     config.gkd.lambda_, config.gkd.max_new_tokens = 0.5, 8  # seed 0: steps off, on, on
     config.train.num_steps = config.train.eval_every = 3
+    config.data.validation_size = 12  # not a multiple of the batch: filler rows
     r = train.setup(config)
     assert r.teacher.cfg.vocab_size == 512 and r.student.cfg.vocab_size != 512
     final = train.run(config, tmp_path / mode)

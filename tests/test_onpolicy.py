@@ -99,6 +99,13 @@ def test_lambda_zero_is_the_off_policy_run_and_lambda_one_is_all_on_policy(tiny_
     assert all(np.isfinite(r["loss"]) for r in rows1)
     assert all(0 < r["sample_time_share"] < 1 for r in rows1)
     assert rows1[0]["num_tokens"] != rows0[0]["num_tokens"]
+    # alpha = 0.5, T = 2: dataset batches mix CE in; the student's own samples are not
+    # labels, so on-policy batches are scored by the divergence alone.
+    for r in rows0:
+        want = 0.5 * 4.0 * r["divergence"] + 0.5 * r["ce"]
+        np.testing.assert_allclose(r["loss"], want, rtol=1e-5)
+    for r in rows1:
+        np.testing.assert_allclose(r["loss"], 4.0 * r["divergence"], rtol=1e-5)
 
 
 def test_use_onpolicy_is_a_function_of_seed_and_step():

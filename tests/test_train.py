@@ -153,3 +153,15 @@ def test_cli_reports_config_errors_in_one_line(builtin_dir, tmp_path):
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("kd-jax: error: config.kd: alpha must be in [0, 1]")
     assert not (tmp_path / "run").exists()
+
+
+def test_resuming_with_other_settings_names_them(tiny_config, tmp_path):
+    """A workdir resumed under another loss or optimizer mixes two conditions: the changed
+    keys are named (a warning, since extending num_steps or changing eval is fine)."""
+    config = tiny_config("kd")
+    (tmp_path / "config.json").write_text(config.to_json_best_effort())
+    assert train.changed_settings(tmp_path, config) == []
+    config.kd.alpha, config.train.num_steps = 0.25, 99
+    config.optim.lr = 1e-4
+    changed = train.changed_settings(tmp_path, config)
+    assert changed == ["kd.alpha: 0.5 -> 0.25", "optim.lr: 0.002 -> 0.0001"], changed

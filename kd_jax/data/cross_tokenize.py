@@ -22,14 +22,24 @@ from kd_jax.data import token_alignment
 from kd_jax.data.sources import DataError
 from kd_jax.data.tokenize import ExampleTokenizer, spans_to_token_mask, to_example
 
+END_OF_REPLY = "<end of reply>"  # each side's eos token, spelt alike for matching
+
+
+def _spelling(tokenizer) -> dict[str, int]:
+    """token string -> id, with one spelling for the space marker ("Ġ" as "▁") and for the
+    end of a reply: each chat template closes a reply with its tokenizer's eos token
+    ("<|end|>", "<|im_end|>", "<|eot_id|>"), the same event under different names."""
+    vocab = {tok.replace("Ġ", "▁"): i for tok, i in tokenizer.get_vocab().items()}
+    if tokenizer.eos_token is not None:
+        vocab.pop(tokenizer.eos_token.replace("Ġ", "▁"), None)
+        vocab[END_OF_REPLY] = tokenizer.eos_token_id
+    return vocab
+
 
 def shared_vocab(student_tokenizer, teacher_tokenizer) -> tuple[np.ndarray, np.ndarray]:
-    """(student ids [M], teacher ids [M]) of the tokens both vocabularies spell alike."""
-
-    def norm(vocab):
-        return {tok.replace("Ġ", "▁"): i for tok, i in vocab.items()}
-
-    s, t = norm(student_tokenizer.get_vocab()), norm(teacher_tokenizer.get_vocab())
+    """(student ids [M], teacher ids [M]) of the tokens both vocabularies spell alike, the
+    two eos tokens (the end of a reply) paired with each other."""
+    s, t = _spelling(student_tokenizer), _spelling(teacher_tokenizer)
     both = sorted(set(s) & set(t), key=lambda w: s[w])
     return np.asarray([s[w] for w in both], np.int32), np.asarray([t[w] for w in both], np.int32)
 
@@ -53,6 +63,22 @@ def _supervised_tokens(side: ExampleTokenizer, messages: list[dict]):
             is_text = start >= 0 and 0 < end <= len(content)
             tokens.append((int(k), turn, end if is_text else -1))
     return np.asarray(enc.ids, np.int32), mask, tokens
+
+
+def _names(tokenizer):
+    """token id -> its string, the eos token as END_OF_REPLY."""
+    eos, to_str = tokenizer.eos_token_id, tokenizer.convert_ids_to_tokens
+    return lambda i: END_OF_REPLY if int(i) == eos else to_str(int(i))
+
+
+def _open_last_turn(tokens: list[tuple]) -> list[tuple]:
+    """`tokens` without the markup (end -1) that follows the last turn's text."""
+    if not tokens:
+        return tokens
+    last = tokens[-1][1]
+    text = [k for k, turn, end in tokens if turn == last and end >= 0]
+    cut = max(text, default=-1)
+    return [x for x in tokens if not (x[1] == last and x[2] < 0 and x[0] > cut)]
 
 
 class PairTokenizer:
@@ -79,21 +105,27 @@ class PairTokenizer:
             "teacher_chat_template_sha1": t["chat_template_sha1"],
         }
 
-    def __call__(self, record: dict) -> dict:
+    def __call__(self, record: dict, close_last_turn: bool = True) -> dict:
+        """`close_last_turn=False` (an on-policy sample cut at max_new_tokens): the markup
+        each template writes after the last reply (its end-of-turn tokens) is not
+        supervised on either side, so nobody learns to end a reply that never ended."""
         if "messages" not in record:
             raise DataError("cross-tokenizer KD needs chat records ({'messages': [...]})")
         n = self.max_length
         s_ids, s_mask, s_tokens = _supervised_tokens(self.student, record["messages"])
         t_ids, _, t_tokens = _supervised_tokens(self.teacher, record["messages"])
+        if not close_last_turn:
+            s_tokens, t_tokens = _open_last_turn(s_tokens), _open_last_turn(t_tokens)
+            s_mask = np.zeros_like(s_mask)
+            s_mask[[k for k, _, _ in s_tokens]] = True
         example = to_example(s_ids[:n], s_mask[:n], len(s_ids) > n)
         t_ids = t_ids[:n]
         keep_s = [x for x in s_tokens if x[0] < len(example["inputs"])]
         keep_t = [x for x in t_tokens if x[0] < len(t_ids)]
-        s_tok = self.student.tokenizer.convert_ids_to_tokens
-        t_tok = self.teacher.tokenizer.convert_ids_to_tokens
+        s_name, t_name = _names(self.student.tokenizer), _names(self.teacher.tokenizer)
 
-        def same_markup(s_idx, t_idx):
-            return s_tok([int(s_ids[k]) for k in s_idx]) == t_tok([int(t_ids[k]) for k in t_idx])
+        def same_markup(s_idx, t_idx):  # the end of the reply matches the end of the reply
+            return [s_name(s_ids[k]) for k in s_idx] == [t_name(t_ids[k]) for k in t_idx]
 
         groups = token_alignment.group_tokens(keep_s, keep_t, same_markup)
         t_targets = np.zeros(len(t_ids), np.int32)

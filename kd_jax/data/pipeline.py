@@ -284,8 +284,10 @@ class DataPipeline:
         rows += [packing.empty_row(cfg.max_length)] * (n_rows - len(rows))
         out = []
         for i in range(0, n_rows, self.host_batch):
-            batch = packing.stack_rows(rows[i : i + self.host_batch])
-            batch = {k: batch[k] for k in packing.ROW_KEYS}
+            # Validation scores the student's own tokens: a cross-tokenizer run's teacher
+            # rows are not used, and the filler rows have none.
+            chunk = rows[i : i + self.host_batch]
+            batch = {k: np.stack([r[k] for r in chunk]) for k in packing.ROW_KEYS}
             if self.sharding is not None:
                 shape = (cfg.batch_size, cfg.max_length)
                 batch = {

@@ -6,9 +6,9 @@ g starts where both models have read the same text, so their next-token distribu
 (student position s_first[g], teacher position t_first[g]) are over the same continuation.
 
   "aligned", per group g with first-position distributions q (student), p (teacher) at tau:
-    shared   KL over the tokens that exist in both vocabularies as the same string, plus one
-             bucket for each side's remaining mass:  sum_m p[t_m] log(p[t_m] / q[s_m])
-             + P_rest log(P_rest / Q_rest);
+    shared   KL over the tokens that exist in both vocabularies as the same string (and the
+             two eos tokens, which end a reply), plus one bucket for each side's remaining
+             mass:  sum_m p[t_m] log(p[t_m] / q[s_m]) + P_rest log(P_rest / Q_rest);
     rest     ULD (below) between the two sides' non-shared probabilities;
     span     for groups of more than one token on either side, the chain-rule probability of
              the group's text on each side, P_T = prod of the teacher's target probabilities in

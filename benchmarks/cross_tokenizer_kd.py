@@ -60,7 +60,6 @@ def main(argv=None) -> dict:
     tb = cross_tokenizer.get_config("teacher_b" + flags)
     if args.runlocal:  # teacher_b's short schedule for teacher a too
         ta.train.num_steps, ta.data.max_length = tb.train.num_steps, tb.data.max_length
-        ta.train.eval_every = ta.train.checkpoint_every = ta.train.num_steps
     teachers = {"teacher_a": ta, "teacher_b": tb}
     scores = {
         name: train_and_score(scaled(c, args.steps_scale), root / name)

@@ -13,6 +13,7 @@ which the config checks call too, so a config is read the same way wherever it i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 
 import jax
@@ -230,7 +231,7 @@ class TrainProgram:
     eval_step: object
     # The step for on-policy (GKD) batches: the divergence alone, since their tokens are the
     # student's samples, not labels; the same program as train_step when alpha is 1.
-    onpolicy_step: object = None
+    onpolicy_step: object
 
     def init_state(self, params: dict) -> dict:
         fn = lambda p: step_lib.init_state(p, self.optimizer)  # noqa: E731
@@ -272,7 +273,8 @@ def build_program(
         chunk_size=config.kd.chunk_size,
         **(cross or {}),
     )
-    train_step = step_lib.make_train_step(
+    make_step = functools.partial(
+        step_lib.make_train_step,
         state_shardings=state_sh,
         batch_shardings=batch_shardings,
         context_shardings=_shardings_of(context),
@@ -280,20 +282,12 @@ def build_program(
         schedule=schedule,
         grad_accum=config.optim.grad_accum,
         rules=rules,
-        **loss_kw,
     )
+    train_step = make_step(**loss_kw)
     onpolicy_step = train_step
     if config.method == "kd" and config.gkd.lambda_ > 0 and loss_kw["loss_cfg"].alpha < 1:
-        onpolicy_step = step_lib.make_train_step(
-            state_shardings=state_sh,
-            batch_shardings=batch_shardings,
-            context_shardings=_shardings_of(context),
-            optimizer=optimizer,
-            schedule=schedule,
-            grad_accum=config.optim.grad_accum,
-            rules=rules,
-            **{**loss_kw, "loss_cfg": dataclasses.replace(loss_kw["loss_cfg"], alpha=1.0)},
-        )
+        divergence_only = dataclasses.replace(loss_kw["loss_cfg"], alpha=1.0)
+        onpolicy_step = make_step(**{**loss_kw, "loss_cfg": divergence_only})
     # Validation batches carry no cached teacher signal (nor the teacher's tokenization),
     # so a run from a cache, or across tokenizers, reports validation CE only (eval_div 0).
     eval_kw = loss_kw

@@ -60,7 +60,7 @@ TRAJECTORY_SECTIONS = ("method", "seed", "student", "teacher", "kd", "gkd", "opt
 
 
 def changed_settings(workdir: Path, config: ConfigDict) -> list[str]:
-    """ "key: saved -> now" for every trajectory setting that differs from WORKDIR/config.json."""
+    """Each trajectory setting that differs from WORKDIR/config.json, as "key: saved -> now"."""
     saved_path = Path(workdir) / "config.json"
     if not saved_path.exists():
         return []

@@ -24,10 +24,10 @@ import numpy as np
 from ml_collections import ConfigDict
 
 from kd_jax.data import builtin_paths, token_alignment
-from kd_jax.data.cross_tokenize import PairTokenizer, shared_vocab
+from kd_jax.data.cross_tokenize import PairTokenizer
 from kd_jax.data.sources import DataError
 from kd_jax.data.tokenize import ExampleTokenizer, load_tokenizer
-from kd_jax.losses.cross_tokenizer import MODES, cross_tokenizer_terms
+from kd_jax.losses.cross_tokenizer import MODES, VocabMap, cross_tokenizer_terms
 
 
 def check_config(config: ConfigDict) -> None:
@@ -60,7 +60,7 @@ def check_config(config: ConfigDict) -> None:
 
 
 def attach(config: ConfigDict, pipeline) -> dict:
-    """Points `pipeline` at both tokenizers; returns {teacher_vocab, cross_tokenizer, shared}."""
+    """Points `pipeline` at both tokenizers; returns {teacher_vocab, cross_tokenizer, vocab}."""
     check_config(config)
     teacher_tok = load_tokenizer(builtin_paths.resolve(config.kd.teacher_tokenizer))
     student_side = pipeline.example_fn
@@ -74,11 +74,11 @@ def attach(config: ConfigDict, pipeline) -> dict:
     )
     pipeline.example_fn = PairTokenizer(student_side, teacher_side)
     pipeline.info.update(pipeline.example_fn.info())
-    s_ids, t_ids = shared_vocab(pipeline.tokenizer, teacher_tok)
+    pair = pipeline.example_fn.vocab
     return dict(
         teacher_vocab=len(teacher_tok),
         cross_tokenizer=config.kd.cross_tokenizer,
-        shared=(np.asarray(s_ids), np.asarray(t_ids)),
+        vocab=VocabMap(pair.class_s, pair.class_t, pair.num_classes),
     )
 
 
@@ -127,8 +127,9 @@ def loss_terms(
     teacher,
     loss_cfg,
     cross_tokenizer,
-    shared,
+    vocab,
     train=True,
+    student_samples=False,
     **_,
 ) -> dict:
     """step.loss_terms for a cross-tokenizer run: loss sums of one (micro-)batch."""
@@ -158,5 +159,6 @@ def loss_terms(
         token_alignment.loss_align(batch),
         cfg=loss_cfg,
         mode=cross_tokenizer,
-        shared=shared,
+        vocab=vocab,
+        student_samples=student_samples,
     )

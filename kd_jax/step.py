@@ -61,7 +61,8 @@ def loss_terms(
     chunk_size: int,
     train: bool = True,
     cross_tokenizer: str = "off",  # "uld" | "aligned": teacher and student tokenize apart
-    shared: tuple | None = None,  # the shared vocabulary, for "aligned"
+    vocab=None,  # cross_tokenizer.VocabMap of the two vocabularies, for "aligned"
+    student_samples: bool = False,  # cross-tokenizer: the batch is the student's own samples
 ) -> dict:
     """Loss sums of one (micro-)batch: {loss_sum, div_sum, ce_sum, num_tokens, ...}."""
     if cross_tokenizer != "off":
@@ -76,7 +77,8 @@ def loss_terms(
             loss_cfg=loss_cfg,
             train=train,
             cross_tokenizer=cross_tokenizer,
-            shared=shared,
+            vocab=vocab,
+            student_samples=student_samples,
         )
     dropout_rng, loss_rng = jax.random.split(rng)
     h_s, w_s = _forward_hidden(student, params, frozen, batch, dropout_rng if train else None)

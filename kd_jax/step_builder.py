@@ -284,10 +284,15 @@ def build_program(
         rules=rules,
     )
     train_step = make_step(**loss_kw)
-    onpolicy_step = train_step
-    if config.method == "kd" and config.gkd.lambda_ > 0 and loss_kw["loss_cfg"].alpha < 1:
-        divergence_only = dataclasses.replace(loss_kw["loss_cfg"], alpha=1.0)
-        onpolicy_step = make_step(**{**loss_kw, "loss_cfg": divergence_only})
+    # On-policy batches have no labels: no CE share, and "uld" across tokenizers scores the
+    # sampled text by the teacher's probability of it (losses/cross_tokenizer.py).
+    on_kw = {}
+    if config.method == "kd" and config.gkd.lambda_ > 0:
+        if loss_kw["loss_cfg"].alpha < 1:
+            on_kw["loss_cfg"] = dataclasses.replace(loss_kw["loss_cfg"], alpha=1.0)
+        if cross:
+            on_kw["student_samples"] = True
+    onpolicy_step = make_step(**{**loss_kw, **on_kw}) if on_kw else train_step
     # Validation batches carry no cached teacher signal (nor the teacher's tokenization),
     # so a run from a cache, or across tokenizers, reports validation CE only (eval_div 0).
     eval_kw = loss_kw

@@ -10,10 +10,10 @@ import pytest
 
 from kd_jax import losses, train
 from kd_jax.data import token_alignment as ta
-from kd_jax.data.cross_tokenize import shared_vocab
 from kd_jax.data.packing import ROW_KEYS
+from kd_jax.data.vocab_pair import VocabPair, token_bytes
 from kd_jax.losses import KDLossConfig
-from kd_jax.losses.cross_tokenizer import cross_tokenizer_terms
+from kd_jax.losses.cross_tokenizer import VocabMap, cross_tokenizer_terms
 
 CFG = KDLossConfig(kind="fkl", alpha=0.5, temperature=2.0)
 
@@ -32,7 +32,7 @@ def test_identical_tokenizers_aligned_equals_token_kd_values_and_gradients():
         toks = [(k + 1, 0, 3 * k + 2) for k in range(t) if mask[r, k]]
         rows.append(ta.alignment_arrays(ta.group_tokens(toks, toks), t, t, t))
     align = ta.loss_align({k: jnp.asarray(np.stack([a[k] for a in rows])) for k in rows[0]})
-    shared = (jnp.arange(v), jnp.arange(v))
+    vocab = VocabMap(jnp.arange(v), jnp.arange(v), v)  # one tokenizer: a class per token
 
     def aligned(s):
         terms = cross_tokenizer_terms(
@@ -44,7 +44,7 @@ def test_identical_tokenizers_aligned_equals_token_kd_values_and_gradients():
             align,
             cfg=CFG,
             mode="aligned",
-            shared=shared,
+            vocab=vocab,
         )
         return terms["loss_sum"]
 
@@ -85,12 +85,41 @@ def _np_uld(p, q):
     return np.abs(ps - qs).sum()
 
 
+class _Vocab:
+    """The tokenizer methods VocabPair reads, for a hand-made vocabulary."""
+
+    def __init__(self, tokens, special=(0,), eos=None):
+        self.tokens, self.all_special_ids, self.eos_token_id = tokens, list(special), eos
+
+    def get_vocab(self):
+        return {w: i for i, w in enumerate(self.tokens)}
+
+    def __len__(self):
+        return len(self.tokens)
+
+
+def _same_partition(pair, s_names, t_names):
+    """VocabPair's classes put two tokens together exactly when `names` do."""
+    cs, ct = pair.class_s.tolist(), pair.class_t.tolist()
+    both = list(zip(cs, s_names, strict=True)) + list(zip(ct, t_names, strict=True))
+    for c1, n1 in both:
+        for c2, n2 in both:
+            assert (c1 == c2) == (n1 == n2), (n1, n2)
+
+
 def test_hand_checked_two_tokenizer_example():
-    # Vocabularies: shared strings are " w" (3 <-> 3) and "a" (5 <-> 5).
-    s_vocab = ["<p>", "x", "yz", " w", "<e1>", "a"]
-    t_vocab = ["<q>", "xy", "z", " w", "<e2>", "a", "b"]
-    shared_pairs = [(i, t_vocab.index(w)) for i, w in enumerate(s_vocab) if w in t_vocab]
-    assert shared_pairs == [(3, 3), (5, 5)]
+    # Vocabularies: both write " w" and "a"; each has its own eos ("<e1>", "<e2>").
+    s_vocab = ["<p>", "x", "yz", "▁w", "<e1>", "a"]
+    t_vocab = ["<q>", "xy", "z", "▁w", "<e2>", "a", "b"]
+    pair = VocabPair(_Vocab(s_vocab, (0, 4), eos=4), _Vocab(t_vocab, (0, 4), eos=4))
+    np.testing.assert_array_equal(pair.shared[0], [3, 4, 5])
+    np.testing.assert_array_equal(pair.shared[1], [3, 4, 5])
+    # Classes: " w", the end of a reply and "a" each one; the rest by leading text ("x" for
+    # "x" and "xy"); "<p>" and "<q>" are special tokens with different names.
+    s_names = ["other", "lead x", "lead y", "w", "eos", "a"]
+    t_names = ["other", "lead x", "lead z", "w", "eos", "a", "lead b"]
+    _same_partition(pair, s_names, t_names)
+    vocab = VocabMap(jnp.asarray(pair.class_s), jnp.asarray(pair.class_t), pair.num_classes)
     s_ids = [0, 1, 2, 3, 4]  # <p> x yz " w" <e1>
     t_ids = [0, 1, 2, 3, 4]  # <q> xy z " w" <e2>
     L = 5
@@ -107,25 +136,24 @@ def test_hand_checked_two_tokenizer_example():
     np.testing.assert_array_equal(arr["xt_s_group"], [0, 0, 1, 2, -1])
     np.testing.assert_array_equal(arr["xt_s_first"][:3], [0, 2, 3])
     align = ta.loss_align({k: jnp.asarray(v[None]) for k, v in arr.items()})
-    shared = (jnp.asarray([3, 5]), jnp.asarray([3, 5]))
     tau = CFG.temperature
 
     # By hand, in float64.
     lq, lp = _np_log_softmax(s_logits[0] / tau), _np_log_softmax(t_logits[0] / tau)
 
-    def shared_part(pos_s, pos_t):
+    def next_part(pos_s, pos_t):  # KL over the classes of next text
         q, p = np.exp(lq[pos_s]), np.exp(lp[pos_t])
-        kl = sum(p[j] * math.log(p[j] / q[i]) for i, j in [(3, 3), (5, 5)])
-        p_rest, q_rest = 1 - p[[3, 5]].sum(), 1 - q[[3, 5]].sum()
-        kl += p_rest * math.log(p_rest / q_rest)
-        return kl + _np_uld(np.delete(p, [3, 5]), np.delete(q, [3, 5]))
+        q_c = {n: sum(q[i] for i in range(len(q)) if s_names[i] == n) for n in set(s_names)}
+        p_c = {n: sum(p[j] for j in range(len(p)) if t_names[j] == n) for n in set(t_names)}
+        return sum(p_c[n] * math.log(p_c[n] / q_c.get(n, 1e-30)) for n in p_c)
 
-    # Group 0 = "xyz": P_S = q(x | <p>) q(yz | <p> x), P_T = p(xy | <q>) p(z | <q> xy).
+    # Group 0 = "xyz", split 1+2 and 2+1: the classes at the group's start, and the span:
+    # P_S = q(x | <p>) q(yz | <p> x), P_T = p(xy | <q>) p(z | <q> xy).
     span_s = math.exp(lq[0, 1] + lq[1, 2])
     span_t = math.exp(lp[0, 1] + lp[1, 2])
     bern = span_t * math.log(span_t / span_s) + (1 - span_t) * math.log((1 - span_t) / (1 - span_s))
-    g0 = shared_part(0, 0) + bern
-    g1 = shared_part(2, 2)  # " w": one token each side
+    g0 = next_part(0, 0) + bern
+    g1 = next_part(2, 2)  # " w": one token each side
     g2 = _np_uld(np.exp(lp[3]), np.exp(lq[3]))  # the end-of-turn markup: ULD only
     div = g0 + g1 + g2
     ls = _np_log_softmax(s_logits[0])
@@ -141,7 +169,7 @@ def test_hand_checked_two_tokenizer_example():
         align,
         cfg=CFG,
         mode="aligned",
-        shared=shared,
+        vocab=vocab,
     )
     np.testing.assert_allclose(float(got["div_sum"]), div, rtol=1e-5)
     np.testing.assert_allclose(float(got["loss_sum"]), want, rtol=1e-5)
@@ -159,7 +187,25 @@ def test_hand_checked_two_tokenizer_example():
     want_uld = sum(_np_uld(np.exp(lp[t]), np.exp(lq[s])) for s, t in [(0, 0), (2, 2), (3, 3)])
     np.testing.assert_allclose(float(uld["div_sum"]), want_uld, rtol=1e-5)
 
-    with pytest.raises(ValueError, match="needs the shared vocabulary"):
+    # On the student's own samples (no labels) "uld" scores each text group by its span
+    # term instead of the sorted vectors: "xyz" and " w"; the markup group drops out.
+    uld_samples = cross_tokenizer_terms(
+        jnp.asarray(s_logits, jnp.float32),
+        jnp.asarray(t_logits, jnp.float32),
+        jnp.asarray(targets),
+        jnp.asarray(mask),
+        jnp.asarray(t_targets),
+        align,
+        cfg=CFG,
+        mode="uld",
+        student_samples=True,
+    )
+    w_s, w_t = math.exp(lq[2, 3]), math.exp(lp[2, 3])
+    bern_w = w_t * math.log(w_t / w_s) + (1 - w_t) * math.log((1 - w_t) / (1 - w_s))
+    want = bern + bern_w
+    np.testing.assert_allclose(float(uld_samples["div_sum"]), want, rtol=1e-5)
+
+    with pytest.raises(ValueError, match="needs the VocabMap"):
         cross_tokenizer_terms(
             jnp.asarray(s_logits),
             jnp.asarray(t_logits),
@@ -170,6 +216,76 @@ def test_hand_checked_two_tokenizer_example():
             cfg=CFG,
             mode="aligned",
         )
+
+
+def test_token_bytes_of_sentencepiece_and_byte_level_tokens():
+    # SentencePiece style: "▁" is a space, <0xNN> is byte NN, else UTF-8.
+    assert [token_bytes(t, False) for t in ["▁13", "3", "<0x0A>", "é", ""]] == [
+        b" 13",
+        b"3",
+        b"\n",
+        "é".encode(),
+        None,
+    ]
+    # Byte-level BPE (Qwen2, Llama 3): "Ġ" is a space, "Ċ" a newline, "Ã©" is é's bytes.
+    assert [token_bytes(t, True) for t in ["Ġ13", "Ċ", "Ã©", "3"]] == [
+        b" 13",
+        b"\n",
+        "é".encode(),
+        b"3",
+    ]
+
+
+def test_a_token_whose_use_means_more_on_one_side_is_not_compared_alone():
+    # The teacher pairs digits: its "▁4" is the number 4, the student's "▁4" starts any
+    # number. " 4 is" is "▁4" "▁is" on both sides, yet the teacher's "▁is" after "▁4" is
+    # conditioned on "no digit follows": the two groups merge into one span.
+    s_vocab, t_vocab = ["<p>", "▁4", "8", "▁is"], ["<p>", "▁4", "▁48", "▁is", "8"]
+    pair = VocabPair(_Vocab(s_vocab), _Vocab(t_vocab))
+    assert not pair.same_boundary(1, 1) and pair.same_boundary(3, 3)
+    assert pair.same_boundary(2, 2)  # "8" ends a number on both sides ("48" vs "4"+"8")
+    s_ids, t_ids = [0, 1, 3], [0, 1, 3]
+
+    def same(a, b):
+        return pair.same_boundary(s_ids[a], t_ids[b])
+
+    four_is = [(1, 0, 2), (2, 0, 5)]  # (index, turn, end) of " 4" and " is"
+    assert ta.group_tokens(four_is, four_is) == [([1], [1], True), ([2], [2], True)]
+    assert ta.group_tokens(four_is, four_is, same_boundary=same) == [([1, 2], [1, 2], True)]
+    # " 48 is": "▁4" "8" "▁is" against "▁48" "▁is"; the span "48" ends alike on both sides.
+    s_ids, t_ids = [0, 1, 2, 3], [0, 2, 3]
+    groups = ta.group_tokens(
+        [(1, 0, 2), (2, 0, 3), (3, 0, 6)], [(1, 0, 3), (2, 0, 6)], same_boundary=same
+    )
+    assert groups == [([1, 2], [1], True), ([3], [2], True)]
+    # Next-text classes: "▁4" is not one event on both sides; " 4" holds "▁4" and "▁48".
+    s_names = ["other", "lead  4", "8", "is"]
+    t_names = ["other", "lead  4", "lead  4", "is", "8"]
+    _same_partition(pair, s_names, t_names)
+
+
+def test_vocab_pair_of_the_builtin_tokenizers():
+    from kd_jax.data import builtin_paths, load_tokenizer
+
+    a = load_tokenizer(builtin_paths.resolve("builtin:tokenizer"))
+    b = load_tokenizer(builtin_paths.resolve("builtin:tokenizer-b"))
+    pair = VocabPair(a, b)
+    ca, cb = pair.class_s, pair.class_t
+
+    def one(tok, text):
+        (i,) = tok(text, add_special_tokens=False)["input_ids"]
+        return i
+
+    assert ca[a.eos_token_id] == cb[b.eos_token_id] and pair.same_token(
+        a.eos_token_id, b.eos_token_id
+    )
+    assert ca[a.bos_token_id] == cb[b.bos_token_id]  # "<s>" on both sides
+    assert ca[one(a, " is")] == cb[one(b, " is")] and sum(ca == ca[one(a, " is")]) == 1
+    # " 6" starts a number on one side and is the number 6 on the other: one class of
+    # leading text " 6" holds the student's "▁6" and the teacher's "▁6", "▁63", ...
+    assert ca[one(a, " 6")] == cb[one(b, " 6")] == cb[one(b, " 63")]
+    assert not pair.same_boundary(one(a, " 6"), one(b, " 6"))
+    assert pair.num_classes == len(set(ca.tolist()) | set(cb.tolist()))
 
 
 # ----------------------------------------------------------------------------- data and step
@@ -198,7 +314,7 @@ def test_second_builtin_tokenizer_splits_digits_in_pairs_and_groups_match_text(t
     r = train.setup(config)
     pair = r.pipeline.example_fn
     # The end of a reply is one event under two names: the eos tokens pair up.
-    s_ids, t_ids = shared_vocab(a, b)
+    s_ids, t_ids = r.pipeline.example_fn.vocab.shared
     assert (a.eos_token, b.eos_token) == ("<|end|>", "<|im_end|>")
     assert (a.eos_token_id, b.eos_token_id) in set(zip(s_ids.tolist(), t_ids.tolist(), strict=True))
     covered = supervised = ends = 0

@@ -18,14 +18,16 @@ from kd_jax.metrics_log import read_metrics
 from kd_jax.models.loader import export, load_trained
 
 
-def _cli(workdir, *overrides):
+def _cli(workdir, *overrides, config="configs/quickstart.py:sft"):
+    # A pretraining config keeps its own mixture of every built-in family.
+    data = [] if "pretrain" in config else ["--config.data.train=builtin:chat/arith/human"]
     return [
         sys.executable,
         "-m",
         "kd_jax.main",
         "train",
         "--config",
-        "configs/quickstart.py:sft",
+        config,
         "--workdir",
         str(workdir),
         "--config.student.preset=tiny-student-xs",
@@ -33,7 +35,7 @@ def _cli(workdir, *overrides):
         "--config.data.batch_size=8",
         "--config.data.validation=",
         "--config.data.validation_size=16",
-        "--config.data.train=builtin:chat/arith/human",
+        *data,
         "--config.train.log_every=1",
         "--config.train.eval_every=4",
         "--config.train.progress_bar=False",
@@ -67,14 +69,19 @@ def test_kd_run_writes_metrics_checkpoints_and_exports(tiny_config, tmp_path):
     assert (out / "tokenizer.json").exists()
 
 
-def test_resume_after_sigkill_matches_uninterrupted(builtin_dir, tmp_path):
+@pytest.mark.parametrize(
+    "config", ["configs/quickstart.py:sft", "configs/pretrain.py:tiny-student-xs,runlocal"]
+)
+def test_resume_after_sigkill_matches_uninterrupted(builtin_dir, tmp_path, config):
     steps = ["--config.train.num_steps=10", "--config.train.checkpoint_every=3"]
-    full = subprocess.run(_cli(tmp_path / "full", *steps), capture_output=True, text=True)
+
+    def cli(name):
+        return _cli(tmp_path / name, *steps, config=config)
+
+    full = subprocess.run(cli("full"), capture_output=True, text=True)
     assert full.returncode == 0, full.stderr[-2000:]
 
-    proc = subprocess.Popen(
-        _cli(tmp_path / "killed", *steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    proc = subprocess.Popen(cli("killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpts = tmp_path / "killed" / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline and not (ckpts.exists() and "6" in os.listdir(ckpts)):
@@ -82,7 +89,7 @@ def test_resume_after_sigkill_matches_uninterrupted(builtin_dir, tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert "10" not in os.listdir(ckpts), "the run finished before it could be killed"
-    again = subprocess.run(_cli(tmp_path / "killed", *steps), capture_output=True, text=True)
+    again = subprocess.run(cli("killed"), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr[-2000:]
     assert read_metrics(tmp_path / "killed", timing=False) == read_metrics(
         tmp_path / "full", timing=False

@@ -10,8 +10,9 @@ An example holds the student's fields (tokenize.py's layout, unchanged), the tea
 max_length). Rows are one example each (`data.packing=False`); packing.pad_row pads the
 teacher's fields beside the student's.
 
-`shared_vocab` pairs the tokens that exist in both vocabularies as the same string (byte-level
-BPE's "Ġ" and SentencePiece's "▁" space markers count as the same character).
+What the two vocabularies share (token bytes, and what each token's use implies about the
+text after it) is kd_jax/data/vocab_pair.py's; a span whose last tokens imply different things
+about what follows is merged with the next (token_alignment.group_tokens).
 """
 
 from __future__ import annotations
@@ -21,27 +22,7 @@ import numpy as np
 from kd_jax.data import token_alignment
 from kd_jax.data.sources import DataError
 from kd_jax.data.tokenize import ExampleTokenizer, spans_to_token_mask, to_example
-
-END_OF_REPLY = "<end of reply>"  # each side's eos token, spelt alike for matching
-
-
-def _spelling(tokenizer) -> dict[str, int]:
-    """token string -> id, with one spelling for the space marker ("Ġ" as "▁") and for the
-    end of a reply: each chat template closes a reply with its tokenizer's eos token
-    ("<|end|>", "<|im_end|>", "<|eot_id|>"), the same event under different names."""
-    vocab = {tok.replace("Ġ", "▁"): i for tok, i in tokenizer.get_vocab().items()}
-    if tokenizer.eos_token is not None:
-        vocab.pop(tokenizer.eos_token.replace("Ġ", "▁"), None)
-        vocab[END_OF_REPLY] = tokenizer.eos_token_id
-    return vocab
-
-
-def shared_vocab(student_tokenizer, teacher_tokenizer) -> tuple[np.ndarray, np.ndarray]:
-    """(student ids [M], teacher ids [M]) of the tokens both vocabularies spell alike, the
-    two eos tokens (the end of a reply) paired with each other."""
-    s, t = _spelling(student_tokenizer), _spelling(teacher_tokenizer)
-    both = sorted(set(s) & set(t), key=lambda w: s[w])
-    return np.asarray([s[w] for w in both], np.int32), np.asarray([t[w] for w in both], np.int32)
+from kd_jax.data.vocab_pair import VocabPair
 
 
 def _supervised_tokens(side: ExampleTokenizer, messages: list[dict]):
@@ -65,12 +46,6 @@ def _supervised_tokens(side: ExampleTokenizer, messages: list[dict]):
     return np.asarray(enc.ids, np.int32), mask, tokens
 
 
-def _names(tokenizer):
-    """token id -> its string, the eos token as END_OF_REPLY."""
-    eos, to_str = tokenizer.eos_token_id, tokenizer.convert_ids_to_tokens
-    return lambda i: END_OF_REPLY if int(i) == eos else to_str(int(i))
-
-
 def _open_last_turn(tokens: list[tuple]) -> list[tuple]:
     """`tokens` without the markup (end -1) that follows the last turn's text."""
     if not tokens:
@@ -85,7 +60,8 @@ class PairTokenizer:
     """Callable chat record -> student example + teacher tokens + alignment arrays.
 
     `keeps_record_index`: the pipeline adds each example's source index (`record_index`), so
-    that on-policy batches can re-render their records (kd_jax/cross_kd.py)."""
+    that on-policy batches can re-render their records (kd_jax/cross_kd.py). `vocab` is the
+    two tokenizers' VocabPair."""
 
     keeps_record_index = True
 
@@ -96,6 +72,7 @@ class PairTokenizer:
             )
         self.student, self.teacher = student, teacher
         self.max_length = student.max_length
+        self.vocab = VocabPair(student.tokenizer, teacher.tokenizer)
 
     def info(self) -> dict:
         t = self.teacher.info()
@@ -122,12 +99,18 @@ class PairTokenizer:
         t_ids = t_ids[:n]
         keep_s = [x for x in s_tokens if x[0] < len(example["inputs"])]
         keep_t = [x for x in t_tokens if x[0] < len(t_ids)]
-        s_name, t_name = _names(self.student.tokenizer), _names(self.teacher.tokenizer)
+        vocab = self.vocab
 
         def same_markup(s_idx, t_idx):  # the end of the reply matches the end of the reply
-            return [s_name(s_ids[k]) for k in s_idx] == [t_name(t_ids[k]) for k in t_idx]
+            return len(s_idx) == len(t_idx) and all(
+                vocab.same_token(int(s_ids[a]), int(t_ids[b]))
+                for a, b in zip(s_idx, t_idx, strict=True)
+            )
 
-        groups = token_alignment.group_tokens(keep_s, keep_t, same_markup)
+        def same_boundary(s_k, t_k):
+            return vocab.same_boundary(int(s_ids[s_k]), int(t_ids[t_k]))
+
+        groups = token_alignment.group_tokens(keep_s, keep_t, same_markup, same_boundary)
         t_targets = np.zeros(len(t_ids), np.int32)
         t_targets[:-1] = t_ids[1:]
         return {

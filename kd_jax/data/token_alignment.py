@@ -5,8 +5,10 @@ rendered texts differ in their markup but contain the same message contents. Eac
 token is described by (token index, turn, end): `end` is the character where the token ends,
 counted from the start of its assistant turn's content, or -1 for the template's markup
 (the end-of-turn token). Within a turn, content tokens are grouped into minimal spans that end
-at the same character on both sides (two pointers on the ends); a turn's markup tokens form one
-group whose text does not match (the loss compares it by ULD only). A tail that one side has and
+at the same character on both sides (two pointers on the ends), then merged where a group's
+last tokens say different things about what follows (group_tokens); a turn's markup tokens
+form one group whose text does not match (the loss compares it by ULD only). A tail that one
+side has and
 the other lacks (truncation) gets no group: those tokens keep their CE term. Markup groups
 that spell the same token strings on both sides count as matching text.
 
@@ -49,20 +51,33 @@ def span_groups(s_ends: list[int], t_ends: list[int]) -> list[tuple[range, range
     return groups
 
 
-def group_tokens(s_tokens, t_tokens, same_markup=None) -> list[tuple[list[int], list[int], bool]]:
+def group_tokens(
+    s_tokens, t_tokens, same_markup=None, same_boundary=None
+) -> list[tuple[list[int], list[int], bool]]:
     """(student token indices, teacher token indices, text matches) per group, in order.
 
     s_tokens, t_tokens: lists of (token index, turn, end) for the supervised tokens;
     `same_markup(s_indices, t_indices)` says whether two markup groups spell the same tokens
-    (then they count as matching text, e.g. one tokenizer on both sides)."""
+    (then they count as matching text, e.g. one tokenizer on both sides);
+    `same_boundary(s_index, t_index)` whether a group ending with these two tokens says the
+    same about the text after it on both sides (kd_jax/data/vocab_pair.py): where it does
+    not, the group is merged with the next one, so that the next group's first position is
+    not compared under two different conditions."""
     out = []
     turns = sorted({t for _, t, _ in s_tokens} & {t for _, t, _ in t_tokens})
     for turn in turns:
         s = [(i, e) for i, t, e in s_tokens if t == turn]
         t = [(i, e) for i, tt, e in t_tokens if tt == turn]
         s_text, t_text = [x for x in s if x[1] >= 0], [x for x in t if x[1] >= 0]
+        text_groups = []
         for gs, gt in span_groups([e for _, e in s_text], [e for _, e in t_text]):
-            out.append(([s_text[k][0] for k in gs], [t_text[k][0] for k in gt], True))
+            gs, gt = [s_text[k][0] for k in gs], [t_text[k][0] for k in gt]
+            last = text_groups[-1] if text_groups else None
+            if last and same_boundary and not same_boundary(last[0][-1], last[1][-1]):
+                last[0].extend(gs), last[1].extend(gt)
+            else:
+                text_groups.append((gs, gt))
+        out += [(gs, gt, True) for gs, gt in text_groups]
         s_mark, t_mark = [i for i, e in s if e < 0], [i for i, e in t if e < 0]
         if s_mark and t_mark:
             out.append((s_mark, t_mark, bool(same_markup and same_markup(s_mark, t_mark))))

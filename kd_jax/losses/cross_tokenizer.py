@@ -1,4 +1,4 @@
-"""KD between models with different tokenizers: "aligned" (span + shared vocabulary) and "uld".
+"""KD between models with different tokenizers: "aligned" (spans + classes of text) and "uld".
 
 Teacher and student tokenize the same text differently. kd_jax/data/token_alignment.py groups
 the two tokenizations into minimal spans that end at the same character on both sides; a group
@@ -6,19 +6,31 @@ g starts where both models have read the same text, so their next-token distribu
 (student position s_first[g], teacher position t_first[g]) are over the same continuation.
 
   "aligned", per group g with first-position distributions q (student), p (teacher) at tau:
-    shared   KL over the tokens that exist in both vocabularies as the same string (and the
-             two eos tokens, which end a reply), plus one bucket for each side's remaining
-             mass:  sum_m p[t_m] log(p[t_m] / q[s_m]) + P_rest log(P_rest / Q_rest);
-    rest     ULD (below) between the two sides' non-shared probabilities;
+    next     KL between the two distributions over a partition of the next text that means
+             the same on both sides (VocabMap, from kd_jax/data/vocab_pair.py): each token
+             both vocabularies write alike, with the same implication for what follows, is
+             a class; every other token falls in the class of its leading text. Where the
+             teacher pairs digits and the student does not, class " 4" holds the student's
+             "▁4" and the teacher's "▁4" and "▁48": the teacher writes "▁4" for the number
+             4 only, the student before any digit. (For the same reason a group whose last
+             tokens say different things about what follows is merged with the next one:
+             token_alignment.group_tokens.)
     span     for groups of more than one token on either side, the chain-rule probability of
              the group's text on each side, P_T = prod of the teacher's target probabilities in
              the group, P_S the student's, compared as Bernoulli KL(P_T || P_S).
     Groups whose text does not match (the template's end-of-turn markup) get ULD alone.
-    With two identical tokenizers every group is one token, every token is shared, and the
-    loss IS token-level forward KL (tests/test_cross_tokenizer.py).
+    With two identical tokenizers every group is one token and every token its own class,
+    and the loss IS token-level forward KL (tests/test_cross_tokenizer.py).
   "uld" (Boizard et al.'s universal logit distillation): per group, sum_i |p_(i) - q_(i)|
     between the probability vectors sorted in decreasing order, the shorter zero-padded: the
     Wasserstein-1 distance under ULD's uniform-cost assumption; needs no vocabulary mapping.
+    It carries no token identity: the CE term on the dataset's labels does that. The
+    student's own samples (`student_samples`, on-policy batches) have no labels, and there
+    sorted vectors only make the student as sure of its own choices as the teacher is of its
+    (measured: on-policy students collapse to repeating one word). On those batches each
+    text group is scored by the span term above instead (one-token groups too): the
+    teacher's probability of the sampled text against the student's, which needs no
+    vocabulary mapping either.
 
 Both add (1 - alpha) CE on the student's own targets, and scale the divergence by alpha (and
 tau^2 when scale_by_tau_sq), like KDLossConfig's loss. Sums come back as kd.terms_dict's, per
@@ -33,6 +45,8 @@ Alignment arrays (per row; G groups, padding groups have group_mask 0):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
 
@@ -40,6 +54,14 @@ from kd_jax.losses.divergences import cross_entropy
 from kd_jax.losses.kd import KDLossConfig, terms_dict
 
 MODES = ("aligned", "uld")
+
+
+class VocabMap(NamedTuple):
+    """What "aligned" knows about the two vocabularies (kd_jax/data/vocab_pair.py)."""
+
+    class_s: jax.Array  # [Vs] int: each student token's class of next text
+    class_t: jax.Array  # [Vt] int: each teacher token's, in the same numbering
+    num_classes: int  # how many classes they range over
 
 
 def _target_logp(logp_BxTxV, targets_BxT):
@@ -68,38 +90,28 @@ def uld_distance(p_BxGxV, q_BxGxW):
     return jnp.sum(jnp.abs(sorted_padded(p_BxGxV) - sorted_padded(q_BxGxW)), axis=-1)
 
 
-def _xlogy_ratio(p, logp, logq):
-    return jnp.where(p > 0, p * (logp - logq), 0.0)
-
-
 def _log1mexp(x):
     """log(1 - exp(x)) for x < 0, stable at both ends."""
     x = jnp.minimum(x, -1e-7)
     return jnp.where(x > -0.693, jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
 
 
-def _rest_logmass(logp_BxGxV, shared_ids):
-    """log of the probability outside `shared_ids` (-inf when every token is shared)."""
-    keep = jnp.ones(logp_BxGxV.shape[-1], bool).at[shared_ids].set(False)
-    # Finite stand-ins where masked: logsumexp of all -inf has a nan gradient.
-    lse = jax.nn.logsumexp(jnp.where(keep, logp_BxGxV, -1e30), axis=-1)
-    return jnp.where(jnp.any(keep), lse, -jnp.inf)
+def class_divergence(logq_BxGxV, logp_BxGxW, vocab: VocabMap):
+    """KL(teacher || student) between the two sides' probabilities of each class of next text.
 
+    Ids past a class array (a model vocabulary padded beyond its tokenizer) form one more
+    class. A student with no mass on a class the teacher has would make the KL infinite;
+    its mass is floored at 1e-30 instead."""
 
-def shared_divergence(logq_BxGxV, logp_BxGxW, shared_s, shared_t):
-    """KL over the shared tokens and one rest bucket, plus ULD between the non-shared parts.
+    def by_class(logp, classes):
+        p = jnp.exp(logp)
+        classes = jnp.pad(classes, (0, p.shape[-1] - classes.shape[0]), constant_values=n)
+        return jnp.zeros(p.shape[:-1] + (n + 1,), p.dtype).at[..., classes].add(p)
 
-    A student with no mass outside the shared tokens facing a teacher with some would make
-    the KL infinite; its rest log-mass is floored at log(1e-30) instead."""
-    lq, lp = logq_BxGxV[..., shared_s], logp_BxGxW[..., shared_t]  # [B, G, M]
-    kl = jnp.sum(_xlogy_ratio(jnp.exp(lp), lp, lq), axis=-1)
-    lq_rest = jnp.maximum(_rest_logmass(logq_BxGxV, shared_s), -69.0)
-    lp_rest = _rest_logmass(logp_BxGxW, shared_t)
-    p_rest = jnp.exp(lp_rest)
-    kl += jnp.where(p_rest > 0, p_rest * (jnp.where(p_rest > 0, lp_rest, 0.0) - lq_rest), 0.0)
-    q_other = jnp.exp(logq_BxGxV).at[..., shared_s].set(0.0)
-    p_other = jnp.exp(logp_BxGxW).at[..., shared_t].set(0.0)
-    return kl + uld_distance(p_other, q_other)
+    n = vocab.num_classes
+    p, q = by_class(logp_BxGxW, vocab.class_t), by_class(logq_BxGxV, vocab.class_s)
+    log_p = jnp.log(jnp.where(p > 0, p, 1.0))
+    return jnp.sum(jnp.where(p > 0, p * (log_p - jnp.log(jnp.maximum(q, 1e-30))), 0.0), axis=-1)
 
 
 def span_divergence(span_logp_t, span_logq_s):
@@ -120,13 +132,14 @@ def cross_tokenizer_terms(
     *,
     cfg: KDLossConfig,
     mode: str,
-    shared: tuple[jax.Array, jax.Array] | None = None,  # ([M] student ids, [M] teacher ids)
+    vocab: VocabMap | None = None,  # for "aligned"
+    student_samples: bool = False,  # the student's own samples: "uld" scores spans instead
 ) -> dict:
     """Loss sums {loss_sum, div_sum, ce_sum, ...} of cross-tokenizer KD (module docstring)."""
     if mode not in MODES:
         raise ValueError(f"Unknown cross-tokenizer mode {mode!r}; choose one of {MODES}.")
-    if mode == "aligned" and shared is None:
-        raise ValueError("mode 'aligned' needs the shared vocabulary (student ids, teacher ids).")
+    if mode == "aligned" and vocab is None:
+        raise ValueError("mode 'aligned' needs the VocabMap of the two vocabularies.")
     if cfg.reduction != "token" or cfg.kind != "fkl" or cfg.teacher_top_k or cfg.teacher_noise_std:
         raise ValueError(
             "Cross-tokenizer KD supports kind='fkl', reduction='token', no teacher top-k and "
@@ -140,23 +153,21 @@ def cross_tokenizer_terms(
     num_groups = g_mask.shape[1]
     lq_first, lp_first = _at(logq, align["s_first"]), _at(logp, align["t_first"])  # [B, G, V]
 
+    text = align["group_text"] > 0
+    s_group, t_group = align["s_group"], align["t_group"]
+    span_s = _group_sum(_target_logp(logq, targets), s_group, num_groups)
+    span_t = _group_sum(_target_logp(logp, teacher_targets), t_group, num_groups)
     if mode == "uld":
         div = uld_distance(jnp.exp(lp_first), jnp.exp(lq_first))
+        if student_samples:
+            div = jnp.where(text, span_divergence(span_t, span_s), 0.0)
     else:
-        text = align["group_text"] > 0
-        shared_s, shared_t = shared
-        div = jnp.where(
-            text,
-            shared_divergence(lq_first, lp_first, shared_s, shared_t),
-            uld_distance(jnp.exp(lp_first), jnp.exp(lq_first)),
-        )
-        s_group, t_group = align["s_group"], align["t_group"]
-        span_s = _group_sum(_target_logp(logq, targets), s_group, num_groups)
-        span_t = _group_sum(_target_logp(logp, teacher_targets), t_group, num_groups)
         sizes_s = _group_sum(jnp.ones(s_group.shape), s_group, num_groups)
         sizes_t = _group_sum(jnp.ones(t_group.shape), t_group, num_groups)
-        multi = text & ((sizes_s > 1) | (sizes_t > 1))
-        div += jnp.where(multi, span_divergence(span_t, span_s), 0.0)
+        multi = (sizes_s > 1) | (sizes_t > 1)
+        span = jnp.where(multi, span_divergence(span_t, span_s), 0.0)
+        markup = uld_distance(jnp.exp(lp_first), jnp.exp(lq_first))
+        div = jnp.where(text, class_divergence(lq_first, lp_first, vocab) + span, markup)
     div = jnp.where(g_mask > 0, div, 0.0)
     m = mask.astype(jnp.float32)
     ce = jnp.where(m > 0, cross_entropy(student_logits, targets), 0.0)

@@ -1,0 +1,53 @@
+"""Pretraining the built-in tiny base models: next-token loss over every built-in family.
+
+    kd-jax train --config configs/pretrain.py:tiny-student --workdir runs/bases/tiny-student
+    kd-jax train --config configs/quickstart.py:sft --workdir runs/sft \
+        --config.student.workdir=runs/bases/tiny-student
+
+Both studies distill into pretrained base models. These configs give the built-in tiny
+models (kd_jax/models/presets.py: tiny-teacher and the students tiny-student-xs,
+tiny-student, tiny-student-l) a base stage: plain next-token loss on every token (prompts
+included, `data.train_on_inputs`) over the training splits of all five built-in families,
+each in the chat and the Alpaca rendering, packed. A post-training run then starts from
+the base with `student.workdir` (its latest checkpoint), so it begins from a model that
+already writes the formats. The test splits are never in the mixture. A killed run resumes
+like any training run (tests/test_train.py).
+"""
+
+from configs import base
+from kd_jax.data.synthetic_tasks import FAMILIES
+
+MODELS = ("tiny-teacher", "tiny-student-xs", "tiny-student", "tiny-student-l")
+MIXTURE = ",".join(f"builtin:{fmt}/{f}/train" for fmt in ("chat", "alpaca") for f in FAMILIES)
+
+
+def get_config(arg: str = "tiny-student"):
+    name, *flags = arg.split(",")
+    if name not in MODELS or set(flags) - {"runlocal"}:
+        raise ValueError(
+            f"configs/pretrain.py takes one of {', '.join(MODELS)} (optionally ',runlocal'), "
+            f"not {arg!r}."
+        )
+    c = base.get_config()
+    c.method = "sft"
+    c.student.preset = name
+    c.data.tokenizer = "builtin:tokenizer"
+    c.data.train = MIXTURE
+    c.data.validation = "builtin:chat/compare/test,builtin:alpaca/arith/test"
+    c.data.train_on_inputs = True
+    c.data.max_length = 128
+    c.data.batch_size = 32
+    c.mesh.data = -1
+    c.optim.lr = 3e-3
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 50
+    c.optim.weight_decay = 0.01
+    c.train.num_steps = 800
+    c.train.log_every = 50
+    c.train.eval_every = c.train.checkpoint_every = 200
+    c.train.eval_batches = 4
+    if "runlocal" in flags:  # a minute or two: the plumbing, not a useful base
+        c.train.num_steps = 60
+        c.train.eval_every = c.train.checkpoint_every = 30
+        c.data.max_length = 64
+    return c

@@ -1,6 +1,6 @@
 """Cross-tokenizer KD against SFT and same-tokenizer KD, off- and on-policy, over seeds.
 
-    python benchmarks/cross_tokenizer_kd.py --workdir runs/xt [--seeds 0,1,2] [--runlocal]
+    python benchmarks/cross_tokenizer_kd.py --workdir runs/xt [--seeds 0,1,2,3,4] [--runlocal]
 
 The quickstart's task (number comparison, 250 training questions, tiny-student): a teacher
 on the student's tokenizer (configs/quickstart.py:teacher) and one on the second built-in
@@ -49,7 +49,7 @@ def student_config(method: str, policy: str, runlocal: bool):
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", required=True)
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--runlocal", action="store_true", help="the configs' short variants")
     p.add_argument("--steps-scale", type=float, default=1.0, help="e.g. 0.05: a plumbing check")
     args = p.parse_args(argv)

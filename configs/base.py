@@ -10,6 +10,17 @@ from ml_collections import ConfigDict
 from kd_jax.sharding import DEFAULT_RULES
 
 
+def name_and_runlocal(arg: str, names, config_file: str) -> tuple[str, bool]:
+    """A config argument "<name>" or "<name>,runlocal" -> (name, runlocal), else one line
+    naming the choices."""
+    name, *flags = arg.split(",")
+    if name not in names or set(flags) - {"runlocal"}:
+        raise ValueError(
+            f"{config_file} takes one of {', '.join(names)} (optionally ',runlocal'), not {arg!r}."
+        )
+    return name, "runlocal" in flags
+
+
 def model_config() -> ConfigDict:
     """Where a model comes from: an HF folder, a kd_jax workdir, or a named preset."""
     return ConfigDict(

@@ -13,18 +13,13 @@ fewer steps, shorter rows. The teacher's tokenizer (builtin:tokenizer-b) pairs d
 512 tokens against the student's 587, so the two never share a token sequence for a number.
 """
 
-from configs import quickstart
+from configs import base, quickstart
 
 VARIANTS = ("teacher_b", "sft", "aligned", "uld")
 
 
 def get_config(arg: str = "aligned"):
-    name, *flags = arg.split(",")
-    if name not in VARIANTS or set(flags) - {"runlocal"}:
-        raise ValueError(
-            f"configs/cross_tokenizer.py takes one of {', '.join(VARIANTS)} "
-            f"(optionally ',runlocal'), not {arg!r}."
-        )
+    name, runlocal = base.name_and_runlocal(arg, VARIANTS, "configs/cross_tokenizer.py")
     if name == "teacher_b":
         c = quickstart.get_config("teacher")
         c.data.tokenizer = "builtin:tokenizer-b"
@@ -38,7 +33,7 @@ def get_config(arg: str = "aligned"):
         # identity (alone, ULD leaves held-out CE at 13 nats here), and "aligned" reaches
         # inside a multi-token span only through the span's probability.
         c.kd.alpha = 0.5
-    if "runlocal" in flags:
+    if runlocal:
         c.train.num_steps = 300 if name == "teacher_b" else 150
         c.train.eval_every = c.train.checkpoint_every = c.train.num_steps
         c.data.max_length = 80

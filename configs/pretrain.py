@@ -22,12 +22,7 @@ MIXTURE = ",".join(f"builtin:{fmt}/{f}/train" for fmt in ("chat", "alpaca") for 
 
 
 def get_config(arg: str = "tiny-student"):
-    name, *flags = arg.split(",")
-    if name not in MODELS or set(flags) - {"runlocal"}:
-        raise ValueError(
-            f"configs/pretrain.py takes one of {', '.join(MODELS)} (optionally ',runlocal'), "
-            f"not {arg!r}."
-        )
+    name, runlocal = base.name_and_runlocal(arg, MODELS, "configs/pretrain.py")
     c = base.get_config()
     c.method = "sft"
     c.student.preset = name
@@ -46,7 +41,7 @@ def get_config(arg: str = "tiny-student"):
     c.train.log_every = 50
     c.train.eval_every = c.train.checkpoint_every = 200
     c.train.eval_batches = 4
-    if "runlocal" in flags:  # a minute or two: the plumbing, not a useful base
+    if runlocal:  # a minute or two: the plumbing, not a useful base
         c.train.num_steps = 60
         c.train.eval_every = c.train.checkpoint_every = 30
         c.data.max_length = 64

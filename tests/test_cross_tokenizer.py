@@ -107,6 +107,10 @@ def _same_partition(pair, s_names, t_names):
             assert (c1 == c2) == (n1 == n2), (n1, n2)
 
 
+def _np_bernoulli_kl(p, q):
+    return p * math.log(p / q) + (1 - p) * math.log((1 - p) / (1 - q))
+
+
 def test_hand_checked_two_tokenizer_example():
     # Vocabularies: both write " w" and "a"; each has its own eos ("<e1>", "<e2>").
     s_vocab = ["<p>", "x", "yz", "▁w", "<e1>", "a"]
@@ -151,7 +155,7 @@ def test_hand_checked_two_tokenizer_example():
     # P_S = q(x | <p>) q(yz | <p> x), P_T = p(xy | <q>) p(z | <q> xy).
     span_s = math.exp(lq[0, 1] + lq[1, 2])
     span_t = math.exp(lp[0, 1] + lp[1, 2])
-    bern = span_t * math.log(span_t / span_s) + (1 - span_t) * math.log((1 - span_t) / (1 - span_s))
+    bern = _np_bernoulli_kl(span_t, span_s)
     g0 = next_part(0, 0) + bern
     g1 = next_part(2, 2)  # " w": one token each side
     g2 = _np_uld(np.exp(lp[3]), np.exp(lq[3]))  # the end-of-turn markup: ULD only
@@ -160,62 +164,35 @@ def test_hand_checked_two_tokenizer_example():
     ce = -sum(ls[k, targets[0, k]] for k in range(4))
     want = CFG.alpha * tau**2 * div + (1 - CFG.alpha) * ce
 
-    got = cross_tokenizer_terms(
-        jnp.asarray(s_logits, jnp.float32),
-        jnp.asarray(t_logits, jnp.float32),
-        jnp.asarray(targets),
-        jnp.asarray(mask),
-        jnp.asarray(t_targets),
-        align,
-        cfg=CFG,
-        mode="aligned",
-        vocab=vocab,
-    )
-    np.testing.assert_allclose(float(got["div_sum"]), div, rtol=1e-5)
-    np.testing.assert_allclose(float(got["loss_sum"]), want, rtol=1e-5)
-
-    uld = cross_tokenizer_terms(
-        jnp.asarray(s_logits, jnp.float32),
-        jnp.asarray(t_logits, jnp.float32),
-        jnp.asarray(targets),
-        jnp.asarray(mask),
-        jnp.asarray(t_targets),
-        align,
-        cfg=CFG,
-        mode="uld",
-    )
-    want_uld = sum(_np_uld(np.exp(lp[t]), np.exp(lq[s])) for s, t in [(0, 0), (2, 2), (3, 3)])
-    np.testing.assert_allclose(float(uld["div_sum"]), want_uld, rtol=1e-5)
-
-    # On the student's own samples (no labels) "uld" scores each text group by its span
-    # term instead of the sorted vectors: "xyz" and " w"; the markup group drops out.
-    uld_samples = cross_tokenizer_terms(
-        jnp.asarray(s_logits, jnp.float32),
-        jnp.asarray(t_logits, jnp.float32),
-        jnp.asarray(targets),
-        jnp.asarray(mask),
-        jnp.asarray(t_targets),
-        align,
-        cfg=CFG,
-        mode="uld",
-        student_samples=True,
-    )
-    w_s, w_t = math.exp(lq[2, 3]), math.exp(lp[2, 3])
-    bern_w = w_t * math.log(w_t / w_s) + (1 - w_t) * math.log((1 - w_t) / (1 - w_s))
-    want = bern + bern_w
-    np.testing.assert_allclose(float(uld_samples["div_sum"]), want, rtol=1e-5)
-
-    with pytest.raises(ValueError, match="needs the VocabMap"):
-        cross_tokenizer_terms(
-            jnp.asarray(s_logits),
-            jnp.asarray(t_logits),
+    def terms(mode, **kw):
+        return cross_tokenizer_terms(
+            jnp.asarray(s_logits, jnp.float32),
+            jnp.asarray(t_logits, jnp.float32),
             jnp.asarray(targets),
             jnp.asarray(mask),
             jnp.asarray(t_targets),
             align,
             cfg=CFG,
-            mode="aligned",
+            mode=mode,
+            **kw,
         )
+
+    got = terms("aligned", vocab=vocab)
+    np.testing.assert_allclose(float(got["div_sum"]), div, rtol=1e-5)
+    np.testing.assert_allclose(float(got["loss_sum"]), want, rtol=1e-5)
+
+    uld = terms("uld")
+    want_uld = sum(_np_uld(np.exp(lp[t]), np.exp(lq[s])) for s, t in [(0, 0), (2, 2), (3, 3)])
+    np.testing.assert_allclose(float(uld["div_sum"]), want_uld, rtol=1e-5)
+
+    # On the student's own samples (no labels) "uld" scores each text group by its span
+    # term instead of the sorted vectors: "xyz" and " w"; the markup group drops out.
+    uld_samples = terms("uld", student_samples=True)
+    bern_w = _np_bernoulli_kl(math.exp(lp[2, 3]), math.exp(lq[2, 3]))
+    np.testing.assert_allclose(float(uld_samples["div_sum"]), bern + bern_w, rtol=1e-5)
+
+    with pytest.raises(ValueError, match="needs the VocabMap"):
+        terms("aligned")
 
 
 def test_token_bytes_of_sentencepiece_and_byte_level_tokens():

@@ -2,8 +2,8 @@
 
     python benchmarks/cross_tokenizer_kd.py --workdir runs/xt [--seeds 0,1,2,3,4] [--runlocal]
 
-The quickstart's task (number comparison, 250 training questions, tiny-student): a teacher
-on the student's tokenizer (configs/quickstart.py:teacher) and one on the second built-in
+configs/tiny_compare.py's task (number comparison, 250 training questions, tiny-student): a teacher
+on the student's tokenizer (configs/tiny_compare.py:teacher) and one on the second built-in
 tokenizer (configs/cross_tokenizer.py:teacher_b: digits in pairs, another vocabulary and
 chat template). Students, every one from the same seeds: SFT; token-level KD from the
 same-tokenizer teacher; "aligned" and "uld" KD from the other-tokenizer teacher; every KD
@@ -26,7 +26,7 @@ from pathlib import Path
 
 from seed_runs import fmt_ci, paired_gains, scaled, train_and_score, with_seed
 
-from configs import cross_tokenizer, quickstart
+from configs import cross_tokenizer, tiny_compare
 from kd_jax.evaluation.stats import t_ci
 
 ONPOLICY = {"lambda_": 0.5, "max_new_tokens": 32, "temperature": 1.0}
@@ -37,7 +37,7 @@ def student_config(method: str, policy: str, runlocal: bool):
     flags = ",runlocal" if runlocal else ""
     if method == "kd":
         c = cross_tokenizer.get_config("sft" + flags)  # the same schedule, one tokenizer
-        c.method, c.kd = "kd", quickstart.get_config("kd").kd
+        c.method, c.kd = "kd", tiny_compare.get_config("kd").kd
         c.kd.alpha = cross_tokenizer.get_config("aligned").kd.alpha  # the same loss mix
     else:
         c = cross_tokenizer.get_config(method + flags)
@@ -56,7 +56,7 @@ def main(argv=None) -> dict:
     root, seeds = Path(args.workdir), [int(s) for s in args.seeds.split(",")]
     flags = ",runlocal" if args.runlocal else ""
 
-    ta = quickstart.get_config("teacher")
+    ta = tiny_compare.get_config("teacher")
     tb = cross_tokenizer.get_config("teacher_b" + flags)
     if args.runlocal:  # teacher_b's short schedule for teacher a too
         ta.train.num_steps, ta.data.max_length = tb.train.num_steps, tb.data.max_length

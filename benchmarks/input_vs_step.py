@@ -1,6 +1,6 @@
-"""Input time / step time for the quickstart runs: is the data pipeline the bottleneck?
+"""Input time / step time for the tiny_compare runs: is the data pipeline the bottleneck?
 
-Builds each quickstart run (teacher, SFT student, KD student) exactly as `kd-jax train`
+Builds each configs/tiny_compare.py run (teacher, SFT student, KD student) exactly as `kd-jax train`
 does, then times, in the same process, pulling batches from the pipeline alone and the
 jitted train step alone (on one fixed batch). A ratio well below 1 means the step, not
 the input, sets the pace; the background prefetch thread overlaps the two anyway.
@@ -16,7 +16,7 @@ import time
 
 import jax
 
-from configs import quickstart
+from configs import tiny_compare
 from kd_jax import step_builder as build
 from kd_jax.data import time_batches
 
@@ -28,9 +28,9 @@ def main() -> None:
     args = p.parse_args()
     print(f"load average {os.getloadavg()[0]:.1f}")
     for name in ("teacher", "sft", "kd"):
-        config = quickstart.get_config(name)
+        config = tiny_compare.get_config(name)
         if name == "kd":  # a random teacher of the real shape: only speed is measured
-            config.teacher.preset = quickstart.get_config("teacher").student.preset
+            config.teacher.preset = tiny_compare.get_config("teacher").student.preset
         r = build.setup(config)
         data = time_batches(r.pipeline.train_iterator(), args.batches)["seconds_per_batch"]
         prog = build.build_program(

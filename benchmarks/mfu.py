@@ -20,7 +20,7 @@ import time
 import jax
 import numpy as np
 
-from configs import quickstart
+from configs import tiny_compare
 from kd_jax import flops, train
 from kd_jax import step_builder as build
 from kd_jax.data import builtin_paths
@@ -29,8 +29,8 @@ from kd_jax.step_clock import step_model_flops
 
 
 def kd_config(steps: int, log_every: int):
-    """The quickstart's KD run (tiny-student from a random tiny-teacher of its shapes)."""
-    c = quickstart.get_config("kd")
+    """configs/tiny_compare.py's KD run (tiny-student from a random tiny-teacher of its shapes)."""
+    c = tiny_compare.get_config("kd")
     c.teacher.workdir, c.teacher.preset = "", "tiny-teacher"
     c.train.num_steps, c.train.log_every = steps, log_every
     c.train.eval_every, c.train.checkpoint_every = 0, steps

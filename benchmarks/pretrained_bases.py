@@ -4,9 +4,9 @@
 
 Pretrains tiny-teacher and the three tiny students on configs/pretrain.py's mixture (every
 built-in family, chat and Alpaca, prompts included), fine-tunes the teacher on the
-quickstart's task (all 4k comparison questions, configs/quickstart.py:teacher's schedule,
-from its base), then post-trains each student on the quickstart's 250 questions by SFT and by
-KD (configs/quickstart.py:sft / kd) from its base and from random initialisation. Prints
+tiny_compare task (all 4k comparison questions, configs/tiny_compare.py:teacher's schedule,
+from its base), then post-trains each student on its 250 questions by SFT and by
+KD (configs/tiny_compare.py:sft / kd) from its base and from random initialisation. Prints
 each run's held-out CE, greedy accuracy on the comparison test and held-out KL to the
 teacher (per token, on the test responses), and the wall time of every stage. Runs resume
 and finished runs are skipped.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from seed_runs import fmt_ci, scaled, train_and_score, with_seed
 
-from configs import pretrain, quickstart
+from configs import pretrain, tiny_compare
 from kd_jax import sweep, train
 from kd_jax.evaluation.run_eval import held_out_fidelity
 from kd_jax.models.loader import load_trained
@@ -29,9 +29,12 @@ from kd_jax.models.loader import load_trained
 STUDENTS = ("tiny-student-xs", "tiny-student", "tiny-student-l")
 
 
-def pretrained(name: str, root: Path, factor: float) -> tuple[Path, float]:
-    """The base of `name` (trained here once), and the seconds it took."""
-    config = scaled(pretrain.get_config(name), factor)
+def pretrained(name: str, root: Path, factor: float, steps: int = 0) -> tuple[Path, float]:
+    """The base of `name` (trained here once; `steps` other than configs/pretrain.py's),
+    and the seconds it took."""
+    config = pretrain.get_config(name)
+    config.train.num_steps = steps or config.train.num_steps
+    config = scaled(config, factor)
     wd = root / f"base-{name}"
     took = wd / "seconds.txt"  # measured when it trained; a later call skips it
     if not sweep.is_finished(wd, config.train.num_steps):
@@ -46,14 +49,18 @@ def main(argv=None) -> dict:
     p.add_argument("--workdir", required=True)
     p.add_argument("--seeds", default="0")
     p.add_argument("--steps-scale", type=float, default=1.0, help="e.g. 0.05: a plumbing check")
+    p.add_argument(
+        "--teacher-base-steps", type=int, default=0, help="README's table: 800 (default 1600)"
+    )
     args = p.parse_args(argv)
     root, seeds, f = Path(args.workdir), [int(s) for s in args.seeds.split(",")], args.steps_scale
     seconds = {}
     bases = {}
     for name in ("tiny-teacher", *STUDENTS):
-        bases[name], seconds[f"pretrain {name}"] = pretrained(name, root, f)
+        steps = args.teacher_base_steps if name == "tiny-teacher" else 0
+        bases[name], seconds[f"pretrain {name}"] = pretrained(name, root, f, steps)
 
-    t = scaled(quickstart.get_config("teacher"), f)
+    t = scaled(tiny_compare.get_config("teacher"), f)
     t.student.workdir = str(bases["tiny-teacher"])
     results = {"teacher": {0: train_and_score(t, root / "teacher")}}
     teacher = load_trained(root / "teacher")[0]
@@ -66,7 +73,7 @@ def main(argv=None) -> dict:
             for method in ("sft", "kd"):
                 name = f"{student}_{start}_{method}"
                 for seed in seeds:
-                    c = with_seed(scaled(quickstart.get_config(method), f), seed)
+                    c = with_seed(scaled(tiny_compare.get_config(method), f), seed)
                     c.student.preset = student
                     if start == "base":
                         c.student.workdir = str(bases[student])

@@ -3,8 +3,8 @@
     python benchmarks/sampled_cache_kl.py --workdir runs/sc [--teacher DIR] [--seeds 0,1,2]
         [--k 64]
 
-The quickstart's KD student (tiny-student, 250 comparison questions, forward KL at T = 1,
-alpha = 1) trained four ways from one teacher (configs/quickstart.py:teacher, trained in
+configs/tiny_compare.py's KD student (tiny-student, 250 comparison questions, forward KL at T = 1,
+alpha = 1) trained four ways from one teacher (configs/tiny_compare.py:teacher, trained in
 WORKDIR/teacher unless --teacher names a finished run): online (the teacher in the step:
 the exact target), from K = --k draws per token (`--mode sample`, drawn again for every
 seed), from the top-K cache, and from a top-k cache of the same bytes per token as the
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from seed_runs import fmt_ci, paired_gains, scaled, train_and_score, with_seed
 
-from configs import quickstart
+from configs import tiny_compare
 from kd_jax import teacher_cache_job
 from kd_jax.evaluation.run_eval import held_out_fidelity
 from kd_jax.id_packing import index_bits
@@ -48,7 +48,7 @@ def topk_bytes_per_token(k: int, vocab: int) -> float:
 def build_cache(config, out: Path, k: int, mode: str, seed: int = 0) -> Path:
     meta = out / "meta.json"
     if not (meta.exists() and json.loads(meta.read_text()).get("complete")):
-        c = with_seed(quickstart.get_config("kd"), seed)
+        c = with_seed(tiny_compare.get_config("kd"), seed)
         c.teacher.workdir = config.teacher.workdir
         c.data.num_examples = 0  # the cache covers every record; subsets look theirs up
         teacher_cache_job.build(c, out, k=k, mode=mode, batch_size=100, progress=False)
@@ -58,7 +58,7 @@ def build_cache(config, out: Path, k: int, mode: str, seed: int = 0) -> Path:
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workdir", required=True)
-    p.add_argument("--teacher", default="", help="a finished configs/quickstart.py:teacher run")
+    p.add_argument("--teacher", default="", help="a finished configs/tiny_compare.py:teacher run")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--k", type=int, default=64, help="draws per token (and the top-k's k)")
     p.add_argument("--steps-scale", type=float, default=1.0, help="e.g. 0.05: a plumbing check")
@@ -66,13 +66,13 @@ def main(argv=None) -> dict:
     root, seeds, k = Path(args.workdir), [int(s) for s in args.seeds.split(",")], args.k
     teacher_dir = Path(args.teacher) if args.teacher else root / "teacher"
     if not args.teacher:
-        train_and_score(quickstart.get_config("teacher"), teacher_dir)
+        train_and_score(tiny_compare.get_config("teacher"), teacher_dir)
     teacher = load_trained(teacher_dir)[0]
 
     def kl(config, workdir):
         return {"kl": held_out_fidelity(config, load_trained(workdir)[0], teacher)["kl"]}
 
-    base = quickstart.get_config("kd")
+    base = tiny_compare.get_config("kd")
     base.teacher.workdir = str(teacher_dir)
     vocab = teacher.cfg.vocab_size
     caches = {f"topk{k}": build_cache(base, root / f"cache-topk{k}", k, "topk")}
@@ -89,7 +89,7 @@ def main(argv=None) -> dict:
     results: dict[str, dict[int, dict]] = {}
     for seed in seeds:
         for name in ("online", f"sample{k}", f"topk{k}", f"topk{k_same}"):
-            c = with_seed(quickstart.get_config("kd"), seed)
+            c = with_seed(tiny_compare.get_config("kd"), seed)
             c.teacher.workdir = str(teacher_dir)
             if name != "online":
                 cache = f"{name}_seed{seed}" if name.startswith("sample") else name

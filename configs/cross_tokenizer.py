@@ -1,5 +1,5 @@
 """Cross-tokenizer KD on built-in data: a teacher on the second built-in tokenizer, students on
-the first, by SFT, "aligned" or "uld" KD (the quickstart's task, sizes and schedule).
+the first, by SFT, "aligned" or "uld" KD (configs/tiny_compare.py's task, sizes and schedule).
 
     kd-jax train --config configs/cross_tokenizer.py:teacher_b --workdir runs/xt/teacher_b
     kd-jax train --config configs/cross_tokenizer.py:aligned \
@@ -13,7 +13,7 @@ fewer steps, shorter rows. The teacher's tokenizer (builtin:tokenizer-b) pairs d
 512 tokens against the student's 587, so the two never share a token sequence for a number.
 """
 
-from configs import base, quickstart
+from configs import base, tiny_compare
 
 VARIANTS = ("teacher_b", "sft", "aligned", "uld")
 
@@ -21,12 +21,12 @@ VARIANTS = ("teacher_b", "sft", "aligned", "uld")
 def get_config(arg: str = "aligned"):
     name, runlocal = base.name_and_runlocal(arg, VARIANTS, "configs/cross_tokenizer.py")
     if name == "teacher_b":
-        c = quickstart.get_config("teacher")
+        c = tiny_compare.get_config("teacher")
         c.data.tokenizer = "builtin:tokenizer-b"
     elif name == "sft":
-        c = quickstart.get_config("sft")
+        c = tiny_compare.get_config("sft")
     else:
-        c = quickstart.get_config("kd")
+        c = tiny_compare.get_config("kd")
         c.kd.cross_tokenizer = name
         c.kd.teacher_tokenizer = "builtin:tokenizer-b"
         # CE beside the divergence, as ULD is defined: sorted probabilities carry no token

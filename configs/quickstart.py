@@ -1,55 +1,74 @@
-"""The quickstart: a tiny teacher, then a tiny student by SFT and by KD, on built-in data.
+"""The quickstart: pretrained tiny bases, a teacher, and a student by SFT and by on-policy KD.
 
-    kd-jax quickstart --workdir runs/quickstart          # all three, then a table
-    kd-jax train --config configs/quickstart.py:teacher --workdir runs/quickstart/teacher
-    kd-jax train --config configs/quickstart.py:sft --workdir runs/quickstart/sft
+    kd-jax quickstart --workdir runs/quickstart     # bases (once), teacher, students, table
+
+runs, in WORKDIR:
+    kd-jax train --config configs/pretrain.py:tiny-teacher --workdir W/base-tiny-teacher
+    kd-jax train --config configs/pretrain.py:tiny-student-l --workdir W/base-tiny-student-l
+    kd-jax train --config configs/quickstart.py:teacher \
+        --config.student.workdir=W/base-tiny-teacher --workdir W/teacher
+    kd-jax train --config configs/quickstart.py:sft \
+        --config.student.workdir=W/base-tiny-student-l --workdir W/sft
     kd-jax train --config configs/quickstart.py:kd \
-        --config.teacher.workdir=runs/quickstart/teacher --workdir runs/quickstart/kd
+        --config.student.workdir=W/base-tiny-student-l --config.teacher.workdir=W/teacher \
+        --workdir W/kd
 
-The teacher (4 layers, d=128) trains on all 4k built-in number-comparison questions
-("Which is bigger, 27 or 28?", a one-line rationale, the answer); the students (2 layers,
-d=64) see a 250-question subset, as in a data-scarce post-training run, by SFT or by
-distilling the teacher's full distribution (forward KL, as Study B's SeqKD). Measured on
-2 CPU cores: teacher 63.5% exact match on 200 held-out questions, SFT student 17.0%, KD
-student 22.5% (held-out CE 0.947 vs 0.779), about 4 minutes in all. Runs on one device.
+The task is the built-in number comparison ("Which is bigger , 27 or 28 ?", a one-line
+rationale, "The answer is X ."). Both models start from bases pretrained on every built-in
+family (configs/pretrain.py), as both studies distill into pretrained models. The teacher
+(tiny-teacher, 4 layers, d=128) fine-tunes on all 4k labelled training questions. The
+student (tiny-student-l, 3 layers, d=96) has the setting KD is for: a few labelled
+questions (500) and many unlabelled ones (the 4k, their answers unused). SFT learns from
+the 500 labels; KD is on-policy (GKD with lambda = 1): the student answers the 4k
+questions itself and learns the teacher's next-token distribution on its own answers, so
+no reference answer is ever read. SFT gets the step count it does best with (300; at 600 it
+overfits the 500 questions), KD 600. Measured numbers: README.md.
 """
 
 from configs import base
+
+TEACHER, STUDENT = "tiny-teacher", "tiny-student-l"
+TRAIN = "builtin:chat/compare/train"
+LABELLED = 500  # questions with answers the SFT student learns from
 
 
 def get_config(arg: str = "kd"):
     c = base.get_config()
     c.data.tokenizer = "builtin:tokenizer"
+    c.data.train = TRAIN
+    c.data.validation = "builtin:chat/compare/test"
     c.data.max_length = 96
     c.data.batch_size = 32
-    c.data.validation = "builtin:chat/compare/test"
+    c.data.packing = False  # one example per row: 32 questions a step; GKD needs it
     c.mesh.data = -1
     c.optim.lr = 2e-3
     c.optim.schedule = "cosine"
     c.optim.warmup_steps = 30
     c.optim.weight_decay = 0.01
-    c.train.log_every = 25
-    c.train.eval_every = 150
+    c.train.log_every = 50
+    c.train.eval_every = c.train.checkpoint_every = 150
     c.train.eval_batches = 4
-    c.train.checkpoint_every = 150
     c.eval.num_examples = 200
+    # Set by `kd-jax quickstart`, or on the command line: the run's base (configs/pretrain.py).
+    c.student.workdir = ""
     if arg == "teacher":
         c.method = "sft"
-        c.student.preset = "tiny-teacher"
-        c.data.train = "builtin:chat/compare/train"
-        c.train.num_steps = 600
+        c.student.preset = TEACHER
+        c.train.num_steps = 600  # 300 reach 88%, 600 93.5% (seed 0)
     elif arg in ("sft", "kd"):
         c.method = arg
-        c.student.preset = "tiny-student"
-        c.data.train = "builtin:chat/compare/train"
-        c.data.num_examples = 250
-        c.data.packing = False  # one example per row: 32 examples a step
-        c.train.num_steps = 300
-        if arg == "kd":
-            c.teacher.workdir = ""  # set by `kd-jax quickstart`, or on the command line
+        c.student.preset = STUDENT
+        if arg == "sft":
+            c.data.num_examples = LABELLED
+            c.train.num_steps = 300  # its best: 600 steps overfit the 500 (76% -> 69%)
+        else:
+            c.teacher.workdir = ""  # the teacher run; set like student.workdir
             c.kd.divergence = "fkl"
             c.kd.temperature = 1.0
-            c.kd.alpha = 1.0  # the teacher's distribution alone, as Study B's SeqKD
+            c.kd.alpha = 1.0  # the teacher's distribution alone: no labels
+            c.gkd.lambda_ = 1.0  # every batch is the student's own answers
+            c.gkd.max_new_tokens = 32  # the longest reply is 23 tokens
+            c.train.num_steps = 600
     else:
         raise ValueError(f"configs/quickstart.py takes teacher, sft or kd, not {arg!r}.")
     return c

@@ -121,7 +121,7 @@ def base_config(fields: dict):
         c.data.max_length = 96
         c.data.batch_size = 32
         c.data.validation_size = LOCAL_VALIDATION
-        c.optim.lr = 2e-3  # tiny models need a much larger step (quickstart's)
+        c.optim.lr = 2e-3  # tiny models need a much larger step (tiny_compare.py's)
         c.optim.schedule = "cosine"
         c.optim.warmup_ratio = 0.05
         c.optim.weight_decay = 0.01

@@ -1,6 +1,6 @@
 """Config files and overrides: `FILE[:arg]` -> ConfigDict, then `key=value` changes.
 
-    config = load_config("configs/quickstart.py:kd")
+    config = load_config("configs/tiny_compare.py:kd")
     apply_overrides(config, {"kd.temperature": "2.0", "train.num_steps": "10"})
 
 A config file is a Python module with `get_config(arg)` (study files add `sweep()` and

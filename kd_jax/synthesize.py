@@ -26,6 +26,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from kd_jax.errors import UserError
+
 DEFAULT_ANSWER_REGEX = r"answer is (.+?) \.?\s*$"
 ICL_HEADER = "Here are examples of a task. Write one new example in the same format.\n\n"
 
@@ -185,6 +187,12 @@ def synthesize_file(
         exclude = set() if inputs is None else {user_and_answer(r)[0] for r in human}
         records, counts = synthesize_labels(
             generate, questions, render, task=task, answer_regex=answer_regex, exclude=exclude
+        )
+    if not records:
+        raise UserError(
+            f"synthesize: no generation passed the filters ({dict(counts)}); the teacher "
+            f"{model_path} does not yet write answers matching {answer_regex!r}: train it "
+            "longer or pass an --answer-regex its replies match."
         )
     out = Path(out)
     if not shd.is_writer():

@@ -42,10 +42,10 @@ def builtin_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_config(builtin_dir):
     """A seconds-long run on built-in data: 8-row batches, 48 tokens, tiny models."""
-    from configs import quickstart
+    from configs import tiny_compare
 
     def make(arg="sft"):
-        c = quickstart.get_config(arg)
+        c = tiny_compare.get_config(arg)
         c.student.preset = "tiny-student-xs"
         if arg == "kd":
             c.teacher.preset = "tiny-student"

@@ -17,9 +17,9 @@ EVAL = ["--tasks", "arith,compare", "--limit", "8", "--max-new-tokens", "12", "-
 
 
 def _tiny(arg):
-    from configs import quickstart
+    from configs import tiny_compare
 
-    c = quickstart.get_config(arg)
+    c = tiny_compare.get_config(arg)
     c.student.preset = "tiny-student-xs"
     c.data.update(
         dict(

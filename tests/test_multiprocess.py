@@ -35,7 +35,7 @@ from kd_jax.metrics_log import read_metrics, without_timing
 STEPS = 3
 ARGS = [
     "--config",
-    "configs/quickstart.py:kd",
+    "configs/tiny_compare.py:kd",
     "--config.teacher.workdir=",
     "--config.teacher.preset=tiny-student",
     "--config.student.preset=tiny-student-xs",
@@ -274,7 +274,7 @@ def test_checkpoint_round_trip_keeps_each_host_data_position(round_trip):
 
 LAUNCH = ROOT / "launch"
 SCRIPTS = sorted(LAUNCH.iterdir())
-TRAIN = ["train", "--config", "configs/quickstart.py:kd", "--workdir", "/shared/runs/a b"]
+TRAIN = ["train", "--config", "configs/tiny_compare.py:kd", "--workdir", "/shared/runs/a b"]
 
 
 def _shellcheck() -> str | None:
@@ -333,7 +333,7 @@ def test_slurm_dry_run_prints_each_task(tmp_path):
     assert out[0].startswith("srun --kill-on-bad-exit=1 bash -c")
     assert out[1:] == [
         f"task {i}: KD_JAX_COORDINATOR=gpu01:24242 KD_JAX_NUM_PROCESSES=4 KD_JAX_PROCESS_ID={i}"
-        f" CUDA_VISIBLE_DEVICES={i % 2} kd-jax train --config configs/quickstart.py:kd"
+        f" CUDA_VISIBLE_DEVICES={i % 2} kd-jax train --config configs/tiny_compare.py:kd"
         " --workdir /shared/runs/a\\ b"
         for i in range(4)
     ]
@@ -373,7 +373,7 @@ def test_tpu_vm_and_xpk_dry_runs(tmp_path):
     ssh = [line for line in out.splitlines() if " ssh kd-pod " in line]
     assert all("--worker=all" in line for line in ssh) and len(ssh) == 2  # install, run
     assert "KD_JAX_COORDINATOR=WORKER0_IP:8476\\ KD_JAX_NUM_PROCESSES=2" in ssh[-1]
-    assert "kd-jax\\ train\\ --config\\ configs/quickstart.py:kd" in ssh[-1]
+    assert "kd-jax\\ train\\ --config\\ configs/tiny_compare.py:kd" in ssh[-1]
     assert " scp " in out and "--worker=all" in out.split(" scp ")[1]
     missing = _bash("tpu_vm.sh", ["kd-pod", *TRAIN], {"ZONE": ""}, check=False)
     assert missing.returncode != 0 and "set ZONE" in missing.stderr
@@ -382,7 +382,7 @@ def test_tpu_vm_and_xpk_dry_runs(tmp_path):
     out = _bash("xpk.sh", ["kd-a1", *TRAIN], env).stdout
     assert out.startswith("xpk workload create --cluster c1 --workload kd-a1 --device-type v5p-64")
     assert "--script-dir" in out and out.rstrip().endswith("--spot")
-    assert "kd-jax\\ train\\ --config\\ configs/quickstart.py:kd" in out
+    assert "kd-jax\\ train\\ --config\\ configs/tiny_compare.py:kd" in out
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["checkpoint-round-trip"]:

@@ -16,7 +16,7 @@ from kd_jax.models import abstract_model, param_count, presets
 
 TINY = [
     "--config",
-    "configs/quickstart.py:kd",
+    "configs/tiny_compare.py:kd",
     "--config.teacher.workdir=",
     "--config.student.preset=tiny-student-xs",
     "--config.teacher.preset=tiny-student",

@@ -29,9 +29,9 @@ OVERRIDES = {
 
 
 def _config(**mesh):
-    from configs import quickstart
+    from configs import tiny_compare
 
-    c = quickstart.get_config("kd")
+    c = tiny_compare.get_config("kd")
     for key, value in OVERRIDES.items():
         section, name = key.split(".")
         c[section][name] = value
@@ -65,7 +65,7 @@ def cache_args(out, *mesh_flags) -> list[str]:
     return [
         "cache-teacher",
         "--config",
-        "configs/quickstart.py:kd",
+        "configs/tiny_compare.py:kd",
         *flags,
         *mesh_flags,
         "--out",

@@ -18,7 +18,7 @@ from kd_jax.metrics_log import read_metrics
 from kd_jax.models.loader import export, load_trained
 
 
-def _cli(workdir, *overrides, config="configs/quickstart.py:sft"):
+def _cli(workdir, *overrides, config="configs/tiny_compare.py:sft"):
     # A pretraining config keeps its own mixture of every built-in family.
     data = [] if "pretrain" in config else ["--config.data.train=builtin:chat/arith/human"]
     return [
@@ -70,7 +70,7 @@ def test_kd_run_writes_metrics_checkpoints_and_exports(tiny_config, tmp_path):
 
 
 @pytest.mark.parametrize(
-    "config", ["configs/quickstart.py:sft", "configs/pretrain.py:tiny-student-xs,runlocal"]
+    "config", ["configs/tiny_compare.py:sft", "configs/pretrain.py:tiny-student-xs,runlocal"]
 )
 def test_resume_after_sigkill_matches_uninterrupted(builtin_dir, tmp_path, config):
     steps = ["--config.train.num_steps=10", "--config.train.checkpoint_every=3"]

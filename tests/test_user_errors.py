@@ -53,14 +53,14 @@ def test_config_json_that_is_not_json(capsys, hf_model):
 
 
 def test_misspelt_config_key_names_the_nearest(capsys, tmp_path):
-    argv = ["train", "--config", "configs/quickstart.py:sft", "--config.kd.temprature=2"]
+    argv = ["train", "--config", "configs/tiny_compare.py:sft", "--config.kd.temprature=2"]
     line = _fails_with(capsys, [*argv, "--workdir", str(tmp_path / "w")], "temprature")
     assert "Did you mean kd.temperature?" in line
     assert not (tmp_path / "w").exists()
 
 
 def test_config_value_of_the_wrong_type(capsys, tmp_path):
-    argv = ["train", "--config", "configs/quickstart.py:sft", "--config.train.num_steps=ten"]
+    argv = ["train", "--config", "configs/tiny_compare.py:sft", "--config.train.num_steps=ten"]
     _fails_with(capsys, [*argv, "--workdir", str(tmp_path)], "train.num_steps takes an integer")
 
 
@@ -82,7 +82,7 @@ def test_teacher_cache_that_is_not_one(capsys, tmp_path, builtin_dir):
     argv = [
         "train",
         "--config",
-        "configs/quickstart.py:kd",
+        "configs/tiny_compare.py:kd",
         f"--config.kd.teacher_cache={cache}",
         "--config.data.packing=False",
         "--config.teacher.preset=tiny-teacher",

@@ -40,11 +40,13 @@ def cmd_train(argv: list[str]) -> int:
 def cmd_quickstart(argv: list[str]) -> int:
     from kd_jax import quickstart
 
-    p = _parser("quickstart", "teacher, SFT and KD students on built-in data, then a table")
+    p = _parser("quickstart", "bases, teacher, SFT and KD students on built-in data, a table")
     p.add_argument("--workdir", default="runs/quickstart")
     p.add_argument("--steps-scale", type=float, default=1.0, help="scale every run's steps")
+    p.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
+    p.add_argument("--bases", default=None, help="a folder with the two bases (default WORKDIR)")
     args = p.parse_args(argv)
-    quickstart.main(args.workdir, steps_scale=args.steps_scale)
+    quickstart.main(args.workdir, args.steps_scale, args.seed, args.bases)
     return 0
 
 

@@ -36,7 +36,7 @@ def split_config_flags(argv: list[str]) -> tuple[str | None, dict, list[str]]:
     return spec, overrides, rest
 
 
-def config_and_rest(argv: list[str], *, example: str = "configs/quickstart.py"):
+def config_and_rest(argv: list[str], *, example: str = "configs/tiny_compare.py"):
     """(ConfigDict, remaining argv) from `--config FILE[:arg] --config.k=v ...`."""
     spec, overrides, rest = split_config_flags(argv)
     if spec is None:

@@ -94,6 +94,22 @@ SCALES = {
         cipher_teacher_steps=60,
         eval_examples=30,
     ),
+    # The suite's end-to-end check (tests/test_miniature.py): every run, stage and report
+    # section at a few steps. The cipher teacher still trains long enough to write answers
+    # in the terse format, or it would label no synthetic record.
+    "test": Scale(
+        "test",
+        seeds=(0,),
+        sizes=(32, 64),
+        teacher_steps=4,
+        strong_factor=1.5,
+        student_steps=2,
+        stage_steps=2,
+        synthetic=16,
+        cipher_teacher_steps=40,
+        eval_examples=8,
+        batch_size=16,
+    ),
 }
 
 

@@ -21,6 +21,22 @@ def name_and_runlocal(arg: str, names, config_file: str) -> tuple[str, bool]:
     return name, "runlocal" in flags
 
 
+def tiny_on_cpu(c: ConfigDict) -> ConfigDict:
+    """The built-in tokenizer and the data, schedule and eval sizes the built-in tiny models
+    train well with on a few CPU cores (configs/tiny_compare.py, quickstart.py, pretrain.py)."""
+    c.data.tokenizer = "builtin:tokenizer"
+    c.data.max_length = 96
+    c.data.batch_size = 32
+    c.mesh.data = -1
+    c.optim.lr = 2e-3  # tiny models need a much larger step than the studies' 5e-6
+    c.optim.schedule = "cosine"
+    c.optim.warmup_steps = 30
+    c.optim.weight_decay = 0.01
+    c.train.eval_batches = 4
+    c.eval.num_examples = 200
+    return c
+
+
 def model_config() -> ConfigDict:
     """Where a model comes from: an HF folder, a kd_jax workdir, or a named preset."""
     return ConfigDict(

@@ -26,24 +26,18 @@ MIXTURE = ",".join(f"builtin:{fmt}/{f}/train" for fmt in ("chat", "alpaca") for 
 
 def get_config(arg: str = "tiny-student"):
     name, runlocal = base.name_and_runlocal(arg, MODELS, "configs/pretrain.py")
-    c = base.get_config()
+    c = base.tiny_on_cpu(base.get_config())
     c.method = "sft"
     c.student.preset = name
-    c.data.tokenizer = "builtin:tokenizer"
     c.data.train = MIXTURE
     c.data.validation = "builtin:chat/compare/test,builtin:alpaca/arith/test"
     c.data.train_on_inputs = True
     c.data.max_length = 128
-    c.data.batch_size = 32
-    c.mesh.data = -1
     c.optim.lr = 3e-3
-    c.optim.schedule = "cosine"
     c.optim.warmup_steps = 50
-    c.optim.weight_decay = 0.01
     c.train.num_steps = STEPS[name]
     c.train.log_every = 50
     c.train.eval_every = c.train.checkpoint_every = 200
-    c.train.eval_batches = 4
     if runlocal:  # a minute or two: the plumbing, not a useful base
         c.train.num_steps = 60
         c.train.eval_every = c.train.checkpoint_every = 30

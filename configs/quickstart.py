@@ -33,22 +33,12 @@ LABELLED = 500  # questions with answers the SFT student learns from
 
 
 def get_config(arg: str = "kd"):
-    c = base.get_config()
-    c.data.tokenizer = "builtin:tokenizer"
+    c = base.tiny_on_cpu(base.get_config())
     c.data.train = TRAIN
     c.data.validation = "builtin:chat/compare/test"
-    c.data.max_length = 96
-    c.data.batch_size = 32
     c.data.packing = False  # one example per row: 32 questions a step; GKD needs it
-    c.mesh.data = -1
-    c.optim.lr = 2e-3
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 30
-    c.optim.weight_decay = 0.01
     c.train.log_every = 50
     c.train.eval_every = c.train.checkpoint_every = 150
-    c.train.eval_batches = 4
-    c.eval.num_examples = 200
     # Set by `kd-jax quickstart`, or on the command line: the run's base (configs/pretrain.py).
     c.student.workdir = ""
     if arg == "teacher":

@@ -1,10 +1,12 @@
-"""The quickstart: a tiny teacher, then a tiny student by SFT and by KD, on built-in data.
+"""A tiny teacher, then a tiny student by SFT and by KD, on built-in data, from scratch.
 
-    kd-jax quickstart --workdir runs/quickstart          # all three, then a table
-    kd-jax train --config configs/tiny_compare.py:teacher --workdir runs/quickstart/teacher
-    kd-jax train --config configs/tiny_compare.py:sft --workdir runs/quickstart/sft
+    kd-jax train --config configs/tiny_compare.py:teacher --workdir runs/tiny/teacher
+    kd-jax train --config configs/tiny_compare.py:sft --workdir runs/tiny/sft
     kd-jax train --config configs/tiny_compare.py:kd \
-        --config.teacher.workdir=runs/quickstart/teacher --workdir runs/quickstart/kd
+        --config.teacher.workdir=runs/tiny/teacher --workdir runs/tiny/kd
+
+The first quickstart's setting (configs/quickstart.py replaced it: its models start from
+pretrained bases), kept as the small fixed task the cross-tokenizer runs build on.
 
 The teacher (4 layers, d=128) trains on all 4k built-in number-comparison questions
 ("Which is bigger, 27 or 28?", a one-line rationale, the answer); the students (2 layers,
@@ -18,21 +20,11 @@ from configs import base
 
 
 def get_config(arg: str = "kd"):
-    c = base.get_config()
-    c.data.tokenizer = "builtin:tokenizer"
-    c.data.max_length = 96
-    c.data.batch_size = 32
+    c = base.tiny_on_cpu(base.get_config())
     c.data.validation = "builtin:chat/compare/test"
-    c.mesh.data = -1
-    c.optim.lr = 2e-3
-    c.optim.schedule = "cosine"
-    c.optim.warmup_steps = 30
-    c.optim.weight_decay = 0.01
     c.train.log_every = 25
     c.train.eval_every = 150
-    c.train.eval_batches = 4
     c.train.checkpoint_every = 150
-    c.eval.num_examples = 200
     if arg == "teacher":
         c.method = "sft"
         c.student.preset = "tiny-teacher"

@@ -11,7 +11,8 @@ included, `data.train_on_inputs`) over the training splits of all five built-in 
 each in the chat and the Alpaca rendering, packed. A post-training run then starts from
 the base with `student.workdir` (its latest checkpoint), so it begins from a model that
 already writes the formats. The test splits are never in the mixture. A killed run resumes
-like any training run (tests/test_train.py).
+like any training run (tests/test_train.py). kd_jax ships these bases, trained at seed 0
+(kd_jax/models/builtin_bases.py); configs/quickstart.py starts from them.
 """
 
 from configs import base

@@ -38,7 +38,7 @@ def get_config(arg: str = "kd"):
         c.data.packing = False  # one example per row: 32 examples a step
         c.train.num_steps = 300
         if arg == "kd":
-            c.teacher.workdir = ""  # set by `kd-jax quickstart`, or on the command line
+            c.teacher.workdir = ""  # the teacher run, set on the command line
             c.kd.divergence = "fkl"
             c.kd.temperature = 1.0
             c.kd.alpha = 1.0  # the teacher's distribution alone, as Study B's SeqKD

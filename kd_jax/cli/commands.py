@@ -44,9 +44,12 @@ def cmd_quickstart(argv: list[str]) -> int:
     p.add_argument("--workdir", default="runs/quickstart")
     p.add_argument("--steps-scale", type=float, default=1.0, help="scale every run's steps")
     p.add_argument("--seed", type=int, default=0, help="initialisation and batch order")
-    p.add_argument("--bases", default=None, help="a folder with the two bases (default WORKDIR)")
+    p.add_argument(
+        "--pretrain", action="store_true", help="train the two bases in WORKDIR, not the shipped"
+    )
+    p.add_argument("--bases", default=None, help="the folder of a --pretrain run's bases")
     args = p.parse_args(argv)
-    quickstart.main(args.workdir, args.steps_scale, args.seed, args.bases)
+    quickstart.main(args.workdir, args.steps_scale, args.seed, args.bases, args.pretrain)
     return 0
 
 

@@ -1,32 +1,44 @@
 """The miniature study's runs: what each one trains, on what, and what it is compared with.
 
-Everything is built-in: tiny Llama-style models (presets tiny-student-xs, 50k parameters
-with the built-in 587-token vocabulary; tiny-student, 174k; tiny-teacher, 0.9M) and the
-built-in data.
+Every model starts from a shipped pretrained base (kd_jax/models/bases, configs/pretrain.py
+at seed 0), as both studies distill into pretrained models: the teachers from tiny-teacher
+(4 layers, d = 128), the students from tiny-student-xs (1 layer, d = 32), tiny-student
+(2 layers, d = 64) and tiny-student-l (3 layers, d = 96). Data is built-in.
 
-Teachers (trained once per workdir, then reused):
-  teacher          tiny-teacher, SFT on the number-comparison train split (4k questions
-                   with varied one-line rationales) and the Zorbic translation pairs
-                   (5k): one general teacher, as Study A's 70B teacher is
-  strong-teacher   the teacher trained on for (`strong_factor` - 1) times as many steps
-                   again: the "stronger teacher" of finding (b)
-Their top-k (k = 64 of the 587-token vocabulary) on the comparison split is cached once
-(kd_jax.teacher_cache), so the offline KD students never run a teacher.
+Task of (a), (b), (d): the number comparison ("Which is bigger , 27 or 28 ?", a one-line
+rationale, "The answer is X ."). A fixed 200 of its 4k training questions are the
+validation set of every run (data.validation_size with subset_seed 0: the same 200 for
+all); the test split is only scored, never used to choose a checkpoint.
 
-Students, every one with `seeds` seeds (the seed sets initialisation and batch order; the
-nested data subsets are fixed, so seeds measure training noise on a given dataset):
-  (a) tiny-student, n in `sizes` comparison examples, SFT vs KD (forward KL, T = 1)
-  (b) tiny-student, largest n, KD from the strong teacher
-  (d) tiny-student-xs and tiny-student at the smallest n, SFT vs KD; KD at T = 5 for
-      both and at T = 2 for tiny-student-xs
-  (c) tiny-student on Zorbic translation, the built-in low-resource domain: 300 noisy
-      human pairs and a synthetic set the domain's teacher (cipher-teacher, below)
-      labels itself (kd-jax synthesize, label mode). SFT on human data; one stage
-      (on-policy GKD on human data); stage 1 (SFT on synthetic); two stages (stage 1,
-      then GKD on human data); mixed (GKD on human + synthetic). SFT, one stage and
-      mixed get as many steps as both stages together.
-KD is offline forward KL for (a), (b), (d), so that temperature means what it means in
-Study B; Study A's on-policy GKD is used where Study A's recipe needs it, in (c).
+Teachers (tiny-teacher base, SFT on the 3.8k other training questions):
+  teacher          `teacher_steps` steps
+  strong-teacher   `strong_steps` steps: it is used only if it scores at least
+                   STRONGER_BY higher than the teacher on the test (suite.strong_gate)
+Their top-k (k = 64) on the training questions is cached once (kd_jax.teacher_cache), so
+the offline KD students never run a teacher.
+
+Students (each condition at every seed; the seed sets initialisation and batch order, the
+nested training subsets are fixed):
+  (a) tiny-student-l, n in `sizes` labelled questions, SFT vs KD (forward KL from the
+      cached teacher, T = 1, no CE term: Study B's setting). Both train to convergence:
+      `epochs` passes over their n (within [min_steps, max_steps]), validated `evals`
+      times, and the checkpoint with the lowest validation CE is scored (a run from the
+      cache validates by CE alone: the cache holds no teacher signal for those rows).
+  (b) tiny-student-l at the largest n, KD from the strong teacher.
+  (d) the three students at the smallest n: SFT, and KD from the teacher at each of
+      `temperatures`; held-out KL to the teacher measures whether each can follow it.
+  (c) Zorbic translation, the built-in low-resource domain, tiny-student: `human` noisy
+      human pairs to train on and `human_val` more to validate on. The domain's teacher
+      (cipher-teacher: tiny-teacher on the terse teacher-scale pairs, the human answers'
+      format) labels Zorbic inputs (kd-jax synthesize, label mode); synthetic sizes are
+      swept. Recipes: SFT on human data; one stage (on-policy GKD on human data, i.e.
+      synthetic size 0); stage 1 alone (SFT on synthetic); two stages (stage 1's best
+      checkpoint, then GKD on human data); mixed (GKD on human + the largest synthetic
+      set, for as many steps as both stages together). Every recipe keeps its best
+      checkpoint on the human validation pairs.
+
+The direction of each finding is written down before the runs (PREDICTIONS) and the
+report gives the verdict whichever way it goes.
 """
 
 from __future__ import annotations
@@ -34,22 +46,35 @@ from __future__ import annotations
 import dataclasses
 
 from configs import base
+from kd_jax.models import builtin_bases
 
-# The students' task for (a), (b), (d). The arithmetic word problems were tried first:
-# in the step budget a 2-2.5 s/100-step CPU allows, tiny students stayed at 1.5-3%
-# exact match on them (SFT, 300-1500 steps, n = 250 and 4000), so no comparison could
-# show anything. "Which is bigger, 27 or 28?" with a one-line rationale is learnable in
-# that budget (tiny-student-xs, SFT, 800 steps: 22% at n = 250, 36% at n = 4000).
 TASK = "compare"
 TASK_TRAIN = f"builtin:chat/{TASK}/train"
-TASK_TEST = f"builtin:chat/{TASK}/test"
-TEACHER_DATA = f"{TASK_TRAIN},builtin:chat/cipher/train"
-HUMAN_CIPHER = "builtin:chat/cipher/human"
-# The teacher-scale Zorbic pairs whose reply is the terse human format ("The answer is
-# X ."), about 2k of the 5k; the runner writes them out. See cipher_teacher_run.
-TERSE_CIPHER = "terse-cipher"
-HUMAN_CIPHER_SIZE = 300
+TEACHER_BASE = "tiny-teacher"
+STUDENTS = ("tiny-student-xs", "tiny-student", "tiny-student-l")
+MAIN_STUDENT = "tiny-student-l"  # (a) and (b): the shipped student that learns the task
+CIPHER_STUDENT = "tiny-student"
+STRONGER_BY = 0.03  # the strong teacher's required test-accuracy margin over the teacher
 CACHE_K = 64
+# Files the runner writes in the workdir (suite.write_named_files).
+HUMAN_TRAIN, HUMAN_VAL, TERSE_CIPHER = "cipher-human-train", "cipher-human-val", "terse-cipher"
+
+
+def synthetic_name(size: int) -> str:
+    return f"synthetic-{size}"
+
+
+PREDICTIONS = {
+    "a": "KD beats SFT at the smallest n, and its gain over SFT shrinks from the smallest "
+    "to the largest n (Study A: up to +5 at 10k examples, SFT can win by 150k).",
+    "b": "KD from the stronger teacher beats SFT at the largest n, where the teacher's gain "
+    "has shrunk (Study A: about +4 at full data).",
+    "c": "With little human data, two stages (synthetic SFT, then on-policy KD on human "
+    "data) beat one stage, one stage beats SFT, and two stages beat naive mixing "
+    "(Study A's low-resource domains).",
+    "d": "KD's gain over SFT is larger for the smaller student (Study A: 1B > 3B > 8B); "
+    "T = 5 hurts the smallest student (Study B).",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,56 +83,86 @@ class Scale:
 
     name: str
     seeds: tuple[int, ...]
-    sizes: tuple[int, ...]  # comparison training examples per student
+    sizes: tuple[int, ...]  # labelled comparison questions per student
+    epochs: float  # SFT passes over its n, clipped to [min_steps, max_steps]
+    min_steps: int
+    max_steps: int
     teacher_steps: int
-    strong_factor: float
-    student_steps: int
-    stage_steps: int  # each of the two stages of (c); one stage / mixed get twice this
-    synthetic: int  # Zorbic inputs the teacher labels
+    strong_steps: int
+    temperatures: tuple[float, ...]
+    human: int  # Zorbic human pairs to train on
+    human_val: int  # and to validate on
+    synthetic: tuple[int, ...]  # synthetic sizes of (c); 0 = one stage
     cipher_teacher_steps: int
+    gkd_steps: int  # on-policy steps of one stage and of the second stage
     eval_examples: int  # test problems per task (greedy)
+    val_size: int = 200
+    evals: int = 8  # validations per SFT run: the best is kept
     batch_size: int = 32
+
+    def steps(self, n: int) -> int:
+        """Steps for `epochs` passes over n examples, within [min_steps, max_steps]."""
+        return int(
+            min(max(round(self.epochs * n / self.batch_size), self.min_steps), self.max_steps)
+        )
 
 
 SCALES = {
     "full": Scale(
         "full",
         seeds=(0, 1, 2),
-        sizes=(250, 1000, 4000),
-        teacher_steps=1000,
-        strong_factor=2.0,
-        student_steps=400,
-        stage_steps=125,
-        synthetic=1500,
-        cipher_teacher_steps=600,
-        eval_examples=300,
+        sizes=(250, 500, 1000, 2000, 3800),
+        epochs=12,
+        min_steps=250,
+        max_steps=600,
+        teacher_steps=400,
+        strong_steps=1500,
+        temperatures=(1.0, 2.0, 5.0),
+        human=60,
+        human_val=40,
+        synthetic=(0, 500, 1500, 3000),
+        cipher_teacher_steps=400,
+        gkd_steps=150,
+        eval_examples=200,
     ),
     "smoke": Scale(
         "smoke",
         seeds=(0,),
-        sizes=(250, 4000),
-        teacher_steps=100,
-        strong_factor=1.5,
-        student_steps=30,
-        stage_steps=15,
-        synthetic=100,
-        cipher_teacher_steps=60,
-        eval_examples=30,
+        sizes=(250, 1000),
+        epochs=1,
+        min_steps=20,
+        max_steps=30,
+        teacher_steps=60,
+        strong_steps=90,
+        temperatures=(1.0, 5.0),
+        human=60,
+        human_val=40,
+        synthetic=(0, 500),
+        cipher_teacher_steps=100,
+        gkd_steps=10,
+        eval_examples=40,
+        evals=2,
     ),
-    # The suite's end-to-end check (tests/test_miniature.py): every run, stage and report
-    # section at a few steps. The cipher teacher still trains long enough to write answers
-    # in the terse format, or it would label no synthetic record.
+    # The suite's end-to-end check (tests/test_miniature.py): every kind of run, stage and
+    # report section at a few steps.
     "test": Scale(
         "test",
         seeds=(0,),
         sizes=(32, 64),
+        epochs=1,
+        min_steps=2,
+        max_steps=4,
         teacher_steps=4,
-        strong_factor=1.5,
-        student_steps=2,
-        stage_steps=2,
-        synthetic=16,
+        strong_steps=6,
+        temperatures=(1.0, 5.0),
+        human=16,
+        human_val=16,
+        synthetic=(0, 16),
         cipher_teacher_steps=40,
+        gkd_steps=2,
         eval_examples=8,
+        val_size=16,
+        evals=2,
         batch_size=16,
     ),
 }
@@ -118,35 +173,31 @@ class PlannedRun:
     """One training run and how it is named in the report (run.json)."""
 
     name: str  # folder under the workdir
-    config: object  # ConfigDict; workdir-relative paths are filled in by the runner
-    meta: dict  # run.json fields: method, student, teacher, data_size, temperature
+    config: object  # ConfigDict; workdir-relative names are made paths by the runner
+    meta: dict  # run.json fields: method, student, teacher, data_size, temperature, seed
     groups: tuple[str, ...]  # findings it feeds: "a", "b", "c", "d", "teacher"
-    needs: tuple[str, ...] = ()  # runs (or "synthetic", "cache:<teacher>") that come first
+    needs: tuple[str, ...] = ()  # runs, files or "cache:<teacher>" that come first
     teacher: str | None = None  # the teacher run it is compared with for fidelity
     task: str = TASK
+    checkpoint: str = "latest"  # the one scored: "best" for runs that validate
 
 
-def _common(scale: Scale, seed: int, steps: int):
-    c = base.get_config()
+def _common(scale: Scale, seed: int, steps: int, model: str):
+    c = base.tiny_on_cpu(base.get_config())
     c.seed = seed
-    c.data.tokenizer = "builtin:tokenizer"
-    c.data.max_length = 48  # compare examples are 20-35 tokens
+    c.student.preset, c.student.hf_path = model, builtin_bases.path(model)
+    c.data.train = TASK_TRAIN
+    c.data.max_length = 48  # comparison examples are 20-37 tokens
     c.data.batch_size = scale.batch_size
     c.data.packing = False  # one example per row: the teacher cache and GKD need it
-    # Held-out text for the validation loss and the teacher-student KL: the test split,
-    # which no model trains on (checkpoints are never chosen by it).
-    c.data.validation = TASK_TEST
-    c.data.validation_size = 0
-    c.data.subset_seed = 0
+    c.data.validation, c.data.validation_size = "", scale.val_size
+    c.data.subset_seed = 0  # the same validation set and nested subsets at every seed
     c.data.seed = seed
-    c.optim.lr = 2e-3
-    c.optim.schedule = "cosine"
-    c.optim.warmup_ratio = 0.05
-    c.optim.weight_decay = 0.01
+    c.optim.warmup_steps = max(steps // 20, 1)
     c.train.num_steps = steps
     c.train.log_every = max(steps // 6, 1)
-    c.train.eval_every = c.train.checkpoint_every = steps
-    c.train.eval_batches = 4
+    c.train.eval_every = 0
+    c.train.checkpoint_every = steps
     c.train.keep_last, c.train.keep_best = 1, False
     c.train.progress_bar = False
     c.kd.chunk_size = 512
@@ -158,46 +209,42 @@ def _common(scale: Scale, seed: int, steps: int):
     return c
 
 
+def _validate(c, scale: Scale) -> None:
+    """Validation `scale.evals` times; the lowest-loss checkpoint is kept and scored."""
+    c.train.eval_every = max(c.train.num_steps // scale.evals, 1)
+    c.train.checkpoint_every = c.train.eval_every  # a checkpoint is offered as best when saved
+    c.train.keep_best = True
+
+
 def teacher_runs(scale: Scale) -> list[PlannedRun]:
     out = []
-    extra = int(scale.teacher_steps * (scale.strong_factor - 1))
-    for name, steps in (("teacher", scale.teacher_steps), ("strong-teacher", extra)):
-        c = _common(scale, 0, steps)
-        c.student.preset = "tiny-teacher"
-        c.data.train = TEACHER_DATA
-        c.data.max_length = 72  # the longest Zorbic example has 69 tokens
-        c.data.packing = True  # the teacher trains faster packed; students never pack
-        c.eval.tasks = (TASK, "cipher")
-        c.eval.max_new_tokens = 48
-        needs: tuple[str, ...] = ()
-        if name == "strong-teacher":  # the teacher, trained on for (factor - 1) x its steps
-            c.student.preset, c.student.workdir = "", "teacher"
-            needs = ("teacher",)
-        meta = {"method": "SFT", "student": name, "data_size": 0}
-        out.append(PlannedRun(name, c, meta, ("teacher",), needs))
+    for name, steps in (("teacher", scale.teacher_steps), ("strong-teacher", scale.strong_steps)):
+        c = _common(scale, 0, steps, TEACHER_BASE)
+        meta = {"method": "SFT", "student": name, "data_size": 0, "seed": 0}
+        out.append(PlannedRun(name, c, meta, ("teacher",)))
     return out
 
 
-def _student(scale, seed, preset, n, method, teacher="teacher", temperature=1.0):
-    c = _common(scale, seed, scale.student_steps)
-    c.student.preset = preset
-    c.data.train = TASK_TRAIN
+def _student(scale, seed, model, n, method, teacher="teacher", temperature=1.0):
+    c = _common(scale, seed, scale.steps(n), model)
     c.data.num_examples = n
-    meta = {"method": "SFT", "student": preset, "data_size": n}
-    needs: tuple[str, ...] = ()
-    if method == "kd":
-        c.method = "kd"
-        c.teacher.workdir = teacher  # a run name; the runner makes it a path
-        c.kd.divergence = "fkl"
-        c.kd.alpha = 1.0  # the teacher's distribution alone, as Study B (no CE term)
-        c.kd.temperature = temperature
-        c.kd.teacher_cache = f"cache:{teacher}"
-        # Validation batches carry no cached top-k, which the eval step expects; the
-        # held-out KL is measured after training instead (suite.fidelity).
-        c.train.eval_every = 0
-        meta = {**meta, "method": "KD", "teacher": teacher, "temperature": temperature}
-        needs = (teacher, f"cache:{teacher}")
-    return c, meta, needs
+    meta = {"method": "SFT", "student": model, "data_size": n, "seed": seed}
+    _validate(c, scale)
+    if method == "sft":
+        return c, meta, (), "best"
+    c.method = "kd"
+    c.teacher.workdir = teacher  # a run name; the runner makes it a path
+    c.kd.divergence = "fkl"
+    c.kd.alpha = 1.0  # the teacher's distribution alone, as Study B (no CE term)
+    c.kd.temperature = temperature
+    c.kd.teacher_cache = f"cache:{teacher}"
+    meta = {**meta, "method": "KD", "teacher": teacher, "temperature": temperature}
+    return c, meta, (teacher, f"cache:{teacher}"), "best"
+
+
+def condition_name(model: str, n: int, method: str, teacher="teacher", t=1.0) -> str:
+    name = f"{model}_n{n}_{method}"
+    return name + (f"_{teacher}_T{t:g}" if method == "kd" else "")
 
 
 def student_runs(scale: Scale) -> list[PlannedRun]:
@@ -205,46 +252,48 @@ def student_runs(scale: Scale) -> list[PlannedRun]:
     small, large = min(scale.sizes), max(scale.sizes)
     specs: dict[tuple, set] = {}
 
-    def want(preset, n, method, teacher="teacher", t=1.0, group="a"):
-        specs.setdefault((preset, n, method, teacher, t), set()).add(group)
+    def want(model, n, method, teacher="teacher", t=1.0, group="a"):
+        specs.setdefault((model, n, method, teacher, t), set()).add(group)
 
     for n in scale.sizes:
-        want("tiny-student", n, "sft")
-        want("tiny-student", n, "kd")
-    want("tiny-student", large, "kd", teacher="strong-teacher", group="b")
-    want("tiny-student", large, "sft", group="b")
-    # tiny-student-l (3 layers) would cost about 2.5x a tiny-student run; two sizes fit.
-    for preset in ("tiny-student-xs", "tiny-student"):
-        want(preset, small, "sft", group="d")
-        want(preset, small, "kd", group="d")
-    want("tiny-student-xs", small, "kd", t=2.0, group="d")
-    for preset in ("tiny-student-xs", "tiny-student"):
-        want(preset, small, "kd", t=5.0, group="d")
+        want(MAIN_STUDENT, n, "sft")
+        want(MAIN_STUDENT, n, "kd")
+    want(MAIN_STUDENT, large, "sft", group="b")
+    want(MAIN_STUDENT, large, "kd", group="b")
+    want(MAIN_STUDENT, large, "kd", teacher="strong-teacher", group="b")
+    for model in STUDENTS:
+        want(model, small, "sft", group="d")
+        for t in scale.temperatures:
+            want(model, small, "kd", t=t, group="d")
     out = []
-    for (preset, n, method, teacher, t), groups in specs.items():
+    for (model, n, method, teacher, t), groups in specs.items():
         for seed in scale.seeds:
-            c, meta, needs = _student(scale, seed, preset, n, method, teacher, t)
-            name = f"{preset}_n{n}_{method}" + (f"_{teacher}_T{t:g}" if method == "kd" else "")
-            meta["seed"] = seed
-            run = PlannedRun(
-                f"{name}_s{seed}",
-                c,
-                meta,
-                tuple(sorted(groups)),
-                needs,
-                teacher=teacher if method == "kd" else None,
+            c, meta, needs, which = _student(scale, seed, model, n, method, teacher, t)
+            out.append(
+                PlannedRun(
+                    f"{condition_name(model, n, method, teacher, t)}_s{seed}",
+                    c,
+                    meta,
+                    tuple(sorted(groups)),
+                    needs,
+                    teacher=teacher,  # SFT runs too: their KL to the teacher is the baseline
+                    checkpoint=which,
+                )
             )
-            out.append(run)
     return out
 
 
-def _cipher(scale: Scale, seed: int, steps: int):
-    c = _common(scale, seed, steps)
-    c.student.preset = "tiny-student"
-    c.data.max_length = 72
-    c.data.validation = "builtin:chat/cipher/test"
+# ---- (c): the low-resource domain ---------------------------------------------------------
+
+
+def _cipher(scale: Scale, seed: int, steps: int, train: str, model: str = CIPHER_STUDENT):
+    c = _common(scale, seed, steps, model)
+    c.data.train = train
+    c.data.max_length = 72  # the longest Zorbic example has 69 tokens
+    c.data.validation, c.data.validation_size = HUMAN_VAL, 0
     c.eval.tasks = ("cipher",)
     c.eval.max_new_tokens = 48
+    _validate(c, scale)
     return c
 
 
@@ -260,85 +309,69 @@ def _gkd(c, teacher: str = "cipher-teacher") -> None:
 
 def cipher_teacher_run(scale: Scale) -> PlannedRun:
     """The teacher of (c). Study A's teacher writes its synthetic data and answers in the
-    human examples' format; the general teacher learned the built-in teacher-style replies
-    (60% a long word-by-word gloss), which a tiny student cannot finish in its budget, so
-    on-policy KD and synthetic data from it teach a format the human data never uses.
-    (A first run with the general teacher gave 0% for every KD recipe for that reason.)
-    This teacher learns the terse pairs of the teacher-scale set instead."""
-    c = _cipher(scale, 0, scale.cipher_teacher_steps)
-    c.student.preset = "tiny-teacher"
-    c.data.train = TERSE_CIPHER
-    c.data.packing = True
-    meta = {"method": "SFT", "student": "cipher-teacher", "data_size": 0}
-    return PlannedRun("cipher-teacher", c, meta, ("teacher",), (TERSE_CIPHER,), task="cipher")
+    human examples' format; the built-in teacher-style Zorbic replies are 60% a long
+    word-by-word gloss, so this teacher learns only the terse pairs of the teacher-scale
+    set (about 2k of the 5k), the human answers' format."""
+    c = _cipher(scale, 0, scale.cipher_teacher_steps, TERSE_CIPHER, model=TEACHER_BASE)
+    c.train.eval_every, c.train.keep_best = 0, False  # trained a fixed budget, like the others
+    c.data.packing = True  # the teacher trains faster packed; students never pack
+    meta = {"method": "SFT", "student": "cipher-teacher", "data_size": 0, "seed": 0}
+    needs = (TERSE_CIPHER, HUMAN_VAL)
+    return PlannedRun("cipher-teacher", c, meta, ("teacher",), needs, task="cipher")
+
+
+def cipher_name(recipe: str, synthetic: int, seed: int) -> str:
+    return f"cipher_{recipe}_syn{synthetic}_s{seed}"
 
 
 def cipher_runs(scale: Scale) -> list[PlannedRun]:
-    """Finding (c): the low-resource recipes on Zorbic translation."""
-    s, out = scale.stage_steps, []
+    """Finding (c): SFT, one stage, and per synthetic size stage 1, two stages; mixed at
+    the largest size."""
+    out, largest = [], max(scale.synthetic)
+    human = HUMAN_TRAIN
+
+    def run(recipe, synthetic, seed, c, method, needs=(), teacher="cipher-teacher"):
+        meta = {
+            "method": method,
+            "student": CIPHER_STUDENT,
+            "data_size": scale.human,
+            "synthetic": synthetic,
+            "seed": seed,
+            **({"teacher": teacher, "temperature": 0.9} if "GKD" in method else {}),
+        }
+        needs = (HUMAN_TRAIN, HUMAN_VAL, "cipher-teacher", *needs)
+        return PlannedRun(
+            cipher_name(recipe, synthetic, seed),
+            c,
+            meta,
+            ("c",),
+            needs,
+            teacher=teacher,
+            task="cipher",
+            checkpoint="best",
+        )
+
     for seed in scale.seeds:
-        human = {"student": "tiny-student", "data_size": HUMAN_CIPHER_SIZE, "seed": seed}
-        gkd_meta = {"teacher": "cipher-teacher", "temperature": 0.9}
-        sft = _cipher(scale, seed, 2 * s)
-        sft.data.train = HUMAN_CIPHER
-        stage1 = _cipher(scale, seed, s)
-        stage1.data.train = "synthetic"  # the runner's teacher-labelled file
-        one = _cipher(scale, seed, 2 * s)
-        one.data.train = HUMAN_CIPHER
+        sft = _cipher(scale, seed, scale.steps(scale.human), human)
+        out.append(run("sft", 0, seed, sft, "SFT"))
+        one = _cipher(scale, seed, scale.gkd_steps, human)
         _gkd(one)
-        two = _cipher(scale, seed, s)
-        two.data.train = HUMAN_CIPHER
-        _gkd(two)
-        two.student.preset, two.student.workdir = "", f"cipher_stage1_s{seed}"
-        two.optim.warmup_ratio = 0.0
-        mixed = _cipher(scale, seed, 2 * s)
-        mixed.data.train = f"{HUMAN_CIPHER},synthetic"
-        _gkd(mixed)
-        out += [
-            PlannedRun(
-                f"cipher_sft_s{seed}", sft, {**human, "method": "SFT"}, ("c",), task="cipher"
-            ),
-            PlannedRun(
-                f"cipher_stage1_s{seed}",
-                stage1,
-                {
-                    **human,
-                    "method": "SFT",
-                    "student": "stage1 (synthetic only)",
-                    "data_size": scale.synthetic,
-                },
-                ("c",),
-                ("synthetic",),
-                task="cipher",
-            ),
-            PlannedRun(
-                f"cipher_one-stage_s{seed}",
-                one,
-                {**human, **gkd_meta, "method": "one-stage GKD"},
-                ("c",),
-                ("cipher-teacher",),
-                teacher="cipher-teacher",
-                task="cipher",
-            ),
-            PlannedRun(
-                f"cipher_two-stage_s{seed}",
-                two,
-                {**human, **gkd_meta, "method": "two-stage GKD"},
-                ("c",),
-                (f"cipher_stage1_s{seed}",),
-                teacher="cipher-teacher",
-                task="cipher",
-            ),
-            PlannedRun(
-                f"cipher_mixed_s{seed}",
-                mixed,
-                {**human, **gkd_meta, "method": "mixed GKD"},
-                ("c",),
-                ("synthetic",),
-                teacher="cipher-teacher",
-                task="cipher",
-            ),
-        ]
+        out.append(run("two-stage", 0, seed, one, "one-stage GKD"))
+        for s in (s for s in scale.synthetic if s):
+            stage1 = _cipher(scale, seed, scale.steps(s), synthetic_name(s))
+            out.append(run("stage1", s, seed, stage1, "SFT", (synthetic_name(s),)))
+            two = _cipher(scale, seed, scale.gkd_steps, human)
+            _gkd(two)
+            first = cipher_name("stage1", s, seed)
+            two.student.preset, two.student.hf_path = "", ""
+            two.student.workdir, two.student.checkpoint = first, "best"
+            two.optim.warmup_steps = 0
+            out.append(run("two-stage", s, seed, two, "two-stage GKD", (first,)))
+        if largest:
+            steps = scale.steps(largest) + scale.gkd_steps
+            mixed = _cipher(scale, seed, steps, f"{human},{synthetic_name(largest)}")
+            _gkd(mixed)
+            out.append(run("mixed", largest, seed, mixed, "mixed GKD", (synthetic_name(largest),)))
     return out
 
 

@@ -1,5 +1,5 @@
-"""The miniature report's figure of the low-resource recipes, its cost table, and the
-Markdown table helper the findings share."""
+"""The miniature report's figure of the low-resource recipes against synthetic size, its
+cost table, and the Markdown table helper the findings share."""
 
 from __future__ import annotations
 
@@ -17,40 +17,58 @@ def md_table(header, rows) -> list[str]:
     return out + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows] + [""]
 
 
-SHORT = [
-    "SFT\nhuman",
-    "stage 1 only\nSFT synthetic",
-    "one stage\nGKD human",
-    "two stages\nSFT synthetic,\nthen GKD human",
-    "mixed\nGKD human\n+ synthetic",
-]
+def _mean_ci(res, cond: str, metric: str, unit: float):
+    if not res.seeds(cond):
+        return None
+    m, lo, hi = stats.t_ci(res.values(cond, metric))
+    lo, hi = max(lo, 0.0), min(hi, PCT / unit)  # the interval, cut to the scale
+    err = (unit * (m - lo), unit * (hi - m)) if np.isfinite(lo) else (0.0, 0.0)
+    return unit * m, err
 
 
-def recipe_figure(res, recipes, path: Path) -> None:
-    """Bar chart of each low-resource recipe's accuracy and chrF, mean and 95% t-interval."""
+def recipe_figure(res, scale, path: Path) -> None:
+    """Accuracy and chrF of the low-resource recipes against the synthetic size: mean over
+    seeds with 95% t-intervals; SFT on human data as a line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from kd_jax.miniature.conditions import cipher_name
+
+    def cond(recipe, s):
+        return cipher_name(recipe, s, 0).rsplit("_s", 1)[0]
+
+    sizes = sorted(scale.synthetic)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, metric, unit in ((axes[0], "accuracy", PCT), (axes[1], "chrf", 1.0)):
-        means, errs = [], [[], []]
-        for cond, _ in recipes:
-            m, lo, hi = stats.t_ci(res.values(cond, metric)) if res.seeds(cond) else (0, 0, 0)
-            lo, hi = max(lo, 0.0), min(hi, PCT / unit)  # the interval, cut to the scale
-            means.append(unit * m)
-            errs[0].append(unit * (m - lo) if np.isfinite(lo) else 0)
-            errs[1].append(unit * (hi - m) if np.isfinite(hi) else 0)
-        ax.bar(
-            range(len(means)), means, yerr=errs, capsize=5, color=plt.cm.tab10(range(len(means)))
-        )
-        ax.set_xticks(range(len(means)), SHORT, fontsize=7)
+        for recipe, label, xs in (
+            ("two-stage", "two stages (0 = one stage: GKD on human)", sizes),
+            ("stage1", "stage 1 only (SFT on synthetic)", [s for s in sizes if s]),
+            ("mixed", "mixed (GKD on human + synthetic)", [max(sizes)]),
+        ):
+            pts = [(x, _mean_ci(res, cond(recipe, x), metric, unit)) for x in xs]
+            pts = [(x, v) for x, v in pts if v is not None]
+            if pts:
+                ax.errorbar(
+                    [x for x, _ in pts],
+                    [v[0] for _, v in pts],
+                    yerr=np.asarray([v[1] for _, v in pts]).T,
+                    marker="o",
+                    capsize=4,
+                    label=label,
+                )
+        sft = _mean_ci(res, cond("sft", 0), metric, unit)
+        if sft is not None:
+            ax.axhline(sft[0], color="gray", linestyle="--", label="SFT on human data")
+            ax.axhspan(sft[0] - sft[1][0], sft[0] + sft[1][1], color="gray", alpha=0.15)
+        ax.set_xlabel("synthetic pairs")
         ax.set_ylabel("exact-match accuracy (%)" if metric == "accuracy" else "chrF (0-100)")
-        ax.grid(True, axis="y", alpha=0.3)
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
     fig.suptitle(
-        "Zorbic translation (low-resource domain), tiny-student: recipes\n"
-        "bars: mean over seeds; error bars: 95% t-interval over seeds",
+        f"Zorbic translation (low-resource domain), {scale.human} human pairs: recipes\n"
+        "points: mean over seeds; error bars and band: 95% t-interval over seeds",
         fontsize=10,
     )
     fig.tight_layout()

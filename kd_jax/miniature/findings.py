@@ -21,7 +21,22 @@ import numpy as np
 
 from kd_jax.evaluation import stats
 from kd_jax.miniature import figures as fig
-from kd_jax.miniature.conditions import TASK, PlannedRun, Scale, build_plan
+from kd_jax.miniature.conditions import (
+    CACHE_K,
+    CIPHER_STUDENT,
+    MAIN_STUDENT,
+    PREDICTIONS,
+    STRONGER_BY,
+    STUDENTS,
+    TASK,
+    TEACHER_BASE,
+    PlannedRun,
+    Scale,
+    build_plan,
+    cipher_name,
+    condition_name,
+)
+from kd_jax.miniature.suite import strong_gate
 
 PCT = 100.0
 
@@ -65,6 +80,14 @@ class Results:
     def values(self, cond: str, metric: str = "accuracy") -> np.ndarray:
         return np.asarray([self.scores[n][self.runs[n].task][metric] for n in self.seeds(cond)])
 
+    def best_steps(self, cond: str) -> list[int]:
+        """Per seed, the step of the checkpoint a validating run kept as its best."""
+        out = []
+        for n in self.seeds(cond):
+            steps = [int(p.name) for p in (self.root / n / "checkpoints_best").glob("[0-9]*")]
+            out += [max(steps)] if steps else []
+        return out
+
     def examples(self, cond: str) -> np.ndarray | None:
         vecs = [self.correct[n] for n in self.seeds(cond)]
         return np.mean(vecs, axis=0) if vecs else None
@@ -86,7 +109,9 @@ def verdict(d: dict, claim: str = ">") -> str:
     m, (lo, hi) = d["mean"], d["seeds"]
     if claim == "<":
         m, lo, hi = -m, -hi, -lo
-    if np.isfinite(lo) and lo > 0:
+    if not np.isfinite(lo):  # one seed: a direction, no interval
+        return f"{'same direction' if m > 0 else 'not reproduced'}, one seed (no CI)"
+    if lo > 0:
         return "reproduced"
     if m > 0:
         return "same direction, not significant (the seed CI includes 0)"
@@ -122,96 +147,132 @@ def _gain(d: dict) -> str:
     return f"{PCT * d['mean']:+.1f} | {_ci(*d['seeds'], signed=True)} | {ex}"
 
 
-def _kd(preset, n, teacher="teacher", t=1.0) -> str:
-    return f"{preset}_n{n}_kd_{teacher}_T{t:g}"
-
-
-def _sft(preset, n) -> str:
-    return f"{preset}_n{n}_sft"
-
-
 # ---- the findings ------------------------------------------------------------------------
+
+M = MAIN_STUDENT
+
+
+def _kd(model, n, teacher="teacher", t=1.0) -> str:
+    return condition_name(model, n, "kd", teacher, t)
+
+
+def _sft(model, n) -> str:
+    return condition_name(model, n, "sft")
+
+
+def _diff_of_gains(res: Results, a: tuple[str, str], b: tuple[str, str]) -> dict:
+    """(a[0] - a[1]) minus (b[0] - b[1]), paired by seed."""
+    da = res.values(a[0]) - res.values(a[1]) if res.seeds(a[0]) and res.seeds(a[1]) else []
+    db = res.values(b[0]) - res.values(b[1]) if res.seeds(b[0]) and res.seeds(b[1]) else []
+    k = min(len(da), len(db))
+    m, lo, hi = stats.t_ci(np.asarray(da[:k]) - np.asarray(db[:k]))
+    return {"mean": m, "seeds": (lo, hi), "examples": None, "n": k}
+
+
+def _verdict_line(claim: str, d: dict, sign: str = ">") -> str:
+    mean = PCT * d["mean"] if np.isfinite(d["mean"]) else float("nan")
+    return (
+        f"- {claim}: **{verdict(d, sign)}** ({mean:+.1f} points, seed CI {_ci(*d['seeds'], True)})."
+    )
 
 
 def finding_a(res: Results, scale: Scale) -> tuple[list[str], dict]:
     rows, gains = [], {}
     for n in scale.sizes:
-        g = paired(res, _kd("tiny-student", n), _sft("tiny-student", n))
+        g = paired(res, _kd(M, n), _sft(M, n))
         gains[n] = g
+        best = [
+            "/".join(map(str, p))
+            for p in zip(res.best_steps(_sft(M, n)), res.best_steps(_kd(M, n)), strict=False)
+        ]
         rows.append(
-            [n, _acc(res, _sft("tiny-student", n)), _acc(res, _kd("tiny-student", n)), _gain(g)]
+            [
+                n,
+                scale.steps(n),
+                ", ".join(map(str, best)) or "—",
+                _acc(res, _sft(M, n)),
+                _acc(res, _kd(M, n)),
+                _gain(g),
+            ]
         )
     small, large = min(scale.sizes), max(scale.sizes)
-    shrink = {k: None for k in ("mean", "seeds", "examples")}
-    d_small = res.values(_kd("tiny-student", small)) - res.values(_sft("tiny-student", small))
-    d_large = res.values(_kd("tiny-student", large)) - res.values(_sft("tiny-student", large))
-    k = min(len(d_small), len(d_large))
-    m, lo, hi = stats.t_ci(d_small[:k] - d_large[:k])
-    shrink = {"mean": m, "seeds": (lo, hi), "examples": None}
+    shrink = _diff_of_gains(res, (_kd(M, small), _sft(M, small)), (_kd(M, large), _sft(M, large)))
     lines = [
         "## (a) KD vs SFT as data grows",
         "",
-        "tiny-student, KD = forward KL from the teacher at T = 1 (cached top-64). "
-        "Accuracy (%) with the 95% seed CI; gain in points with the seed and example CIs.",
+        f"Prediction: {PREDICTIONS['a']}",
+        "",
+        f"{M}; KD = forward KL from the teacher at T = 1 (cached top-{CACHE_K}, no CE term). "
+        "Both keep their lowest-validation-CE checkpoint (the step it came from, per seed, "
+        "is shown: a best step below the last means the run had converged). Accuracy (%) "
+        "with the 95% seed CI; gain in points with the seed and example CIs.",
         "",
     ]
     lines += fig.md_table(
-        ["examples", "SFT", "KD", "gain", "gain CI (seeds)", "gain CI (examples)"], rows
+        [
+            "examples",
+            "steps",
+            "best step SFT / KD",
+            "SFT",
+            "KD",
+            "gain",
+            "gain CI (seeds)",
+            "gain CI (examples)",
+        ],
+        rows,
     )
     lines += [
-        f"- KD beats SFT at n = {small}: **{verdict(gains[small])}** "
-        f"({PCT * gains[small]['mean']:+.1f} points).",
-        f"- The gap shrinks from n = {small} to n = {large}: **{verdict(shrink)}** "
-        f"(gain difference {PCT * m:+.1f} points, seed CI {_ci(lo, hi, True)}).",
+        _verdict_line(f"KD beats SFT at n = {small}", gains[small]),
+        _verdict_line(f"The gain shrinks from n = {small} to n = {large}", shrink),
         "",
     ]
-    return lines, {"gain_small": gains[small], "shrink": shrink}
+    return lines, {"gain_small": gains[small], "shrink": shrink, "gains": gains}
 
 
-def finding_b(res: Results, scale: Scale) -> tuple[list[str], dict]:
+def finding_b(res: Results, scale: Scale, root: Path) -> tuple[list[str], dict]:
     large = max(scale.sizes)
-    strong = paired(res, _kd("tiny-student", large, "strong-teacher"), _sft("tiny-student", large))
-    weak = paired(res, _kd("tiny-student", large), _sft("tiny-student", large))
-    vs = paired(res, _kd("tiny-student", large, "strong-teacher"), _kd("tiny-student", large))
-    teachers = [
-        [
-            t,
-            *(
-                _p(res.scores[t][task]["accuracy"]) if t in res.scores else "—"
-                for task in (TASK, "cipher")
-            ),
-        ]
-        for t in ("teacher", "strong-teacher")
+    teachers = []
+    for t in ("teacher", "strong-teacher"):
+        run = res.runs.get(t)
+        acc = _p(res.scores[t][TASK]["accuracy"]) if t in res.scores else "—"
+        steps = run.config.train.num_steps if run else "—"
+        teachers.append([t, TEACHER_BASE, steps, acc])
+    ok, accs = (None, {}) if "strong-teacher" not in res.scores else strong_gate(root)
+    strong = paired(res, _kd(M, large, "strong-teacher"), _sft(M, large))
+    weak = paired(res, _kd(M, large), _sft(M, large))
+    vs = paired(res, _kd(M, large, "strong-teacher"), _kd(M, large))
+    lines = [
+        "## (b) A stronger teacher at the largest size",
+        "",
+        f"Prediction: {PREDICTIONS['b']}",
+        "",
+        f"Checked before use: the strong teacher must score at least {PCT * STRONGER_BY:.0f} "
+        "points above the teacher on the test.",
+        "",
     ]
-    lines = ["## (b) A stronger teacher at the largest size", ""]
-    lines += fig.md_table(["teacher", f"{TASK} accuracy", "cipher accuracy"], teachers)
+    lines += fig.md_table(["teacher", "base", "steps", f"{TASK} test accuracy (%)"], teachers)
+    if ok is None:
+        lines += ["- The strong teacher was not evaluated.", ""]
+        return lines, {"strong": strong, "gate": None}
+    margin = PCT * (accs["strong-teacher"] - accs["teacher"])
+    lines += [
+        f"- Check: {margin:+.1f} points: **{'passed' if ok else 'failed'}**"
+        + ("" if ok else "; (b)'s runs were not trained."),
+        "",
+    ]
     lines += fig.md_table(
-        ["KD at n = " + str(large), "accuracy", "gain over SFT", "CI (seeds)", "CI (examples)"],
+        [f"KD at n = {large}", "accuracy", "gain over SFT", "CI (seeds)", "CI (examples)"],
         [
-            ["teacher", _acc(res, _kd("tiny-student", large)), _gain(weak)],
-            [
-                "strong-teacher",
-                _acc(res, _kd("tiny-student", large, "strong-teacher")),
-                _gain(strong),
-            ],
+            ["teacher", _acc(res, _kd(M, large)), _gain(weak)],
+            ["strong-teacher", _acc(res, _kd(M, large, "strong-teacher")), _gain(strong)],
         ],
     )
     lines += [
-        f"- The stronger teacher keeps a gap over SFT at n = {large}: **{verdict(strong)}**.",
-        f"- Strong-teacher KD minus teacher KD: {PCT * vs['mean']:+.1f} points, seed CI "
-        f"{_ci(*vs['seeds'], True)}.",
+        _verdict_line(f"Strong-teacher KD beats SFT at n = {large}", strong),
+        _verdict_line("Strong-teacher KD beats teacher KD", vs),
         "",
     ]
-    return lines, {"strong": strong}
-
-
-RECIPES = [
-    ("cipher_sft", "SFT on human data"),
-    ("cipher_stage1", "stage 1 only (SFT on synthetic)"),
-    ("cipher_one-stage", "one stage (GKD on human)"),
-    ("cipher_two-stage", "two stages (synthetic SFT, then GKD on human)"),
-    ("cipher_mixed", "mixed (GKD on human + synthetic)"),
-]
+    return lines, {"strong": strong, "strong_vs_teacher": vs, "gate": ok}
 
 
 def _teacher_acc(res: Results) -> str:
@@ -219,69 +280,119 @@ def _teacher_acc(res: Results) -> str:
     return f"accuracy {_p(e['accuracy'])}%, chrF {e['chrf']:.1f}" if e else "not evaluated"
 
 
-def finding_c(res: Results, root: Path) -> tuple[list[str], dict]:
-    rows = [[label, _acc(res, c), _acc(res, c, "chrf")] for c, label in RECIPES]
-    two_one = paired(res, "cipher_two-stage", "cipher_one-stage")
-    two_mix = paired(res, "cipher_two-stage", "cipher_mixed")
+def _cipher(recipe: str, s: int) -> str:
+    return cipher_name(recipe, s, 0).rsplit("_s", 1)[0]
+
+
+def finding_c(res: Results, scale: Scale, root: Path) -> tuple[list[str], dict]:
+    largest = max(scale.synthetic)
+    rows = [
+        ["SFT on human data", 0, _acc(res, _cipher("sft", 0)), _acc(res, _cipher("sft", 0), "chrf")]
+    ]
+    for s in scale.synthetic:
+        if s:
+            c = _cipher("stage1", s)
+            rows.append(["stage 1 only (SFT on synthetic)", s, _acc(res, c), _acc(res, c, "chrf")])
+        c = _cipher("two-stage", s)
+        label = "one stage (GKD on human)" if s == 0 else "two stages (stage 1, then GKD on human)"
+        rows.append([label, s, _acc(res, c), _acc(res, c, "chrf")])
+    if largest:
+        c = _cipher("mixed", largest)
+        rows.append(
+            ["mixed (GKD on human + synthetic)", largest, _acc(res, c), _acc(res, c, "chrf")]
+        )
+    two = _cipher("two-stage", largest)
+    two_one = paired(res, two, _cipher("two-stage", 0))
+    one_sft = paired(res, _cipher("two-stage", 0), _cipher("sft", 0))
+    two_mix = paired(res, two, _cipher("mixed", largest))
+    two_sft = paired(res, two, _cipher("sft", 0))
     counts = _read(root / "synthetic.jsonl.counts.json") or {}
     lines = [
         "## (c) Two-stage KD in the low-resource domain (Zorbic translation)",
         "",
-        f"tiny-student; 300 noisy human pairs. The domain's teacher (cipher-teacher, "
-        f"tiny-teacher trained on the terse teacher-scale pairs; {_teacher_acc(res)}) "
-        f"labelled the synthetic set (filter counts: {json.dumps(counts)}) and is the "
-        f"on-policy teacher. Exact-match accuracy (%) and chrF (0-100), with 95% seed CIs.",
+        f"Prediction: {PREDICTIONS['c']}",
+        "",
+        f"{CIPHER_STUDENT}; {scale.human} noisy human pairs to train on, {scale.human_val} to "
+        f"validate on. The domain's teacher (cipher-teacher: {TEACHER_BASE} on the terse "
+        f"teacher-scale pairs; {_teacher_acc(res)}) labelled the synthetic sets (filter "
+        f"counts: {json.dumps(counts)}) and is the on-policy teacher. Exact-match accuracy "
+        "(%) and chrF (0-100) on the test, with 95% seed CIs.",
         "",
     ]
-    lines += fig.md_table(["recipe", "accuracy", "chrF"], rows)
+    lines += fig.md_table(["recipe", "synthetic pairs", "accuracy", "chrF"], rows)
     lines += [
-        f"- Two stages beat one stage: **{verdict(two_one)}** ({_gain(two_one)} "
-        "— difference | seed CI | example CI).",
-        f"- Two stages beat naive mixing: **{verdict(two_mix)}** ({_gain(two_mix)}).",
+        _verdict_line(f"Two stages (synthetic {largest}) beat one stage", two_one),
+        _verdict_line("One stage beats SFT", one_sft),
+        _verdict_line(f"Two stages beat naive mixing (synthetic {largest})", two_mix),
+        _verdict_line("Two stages beat SFT", two_sft),
         "",
     ]
-    return lines, {"two_one": two_one, "two_mix": two_mix}
+    return lines, {"two_one": two_one, "one_sft": one_sft, "two_mix": two_mix, "two_sft": two_sft}
 
 
 def finding_d(res: Results, scale: Scale) -> tuple[list[str], dict]:
     small = min(scale.sizes)
-    presets = [
-        p
-        for p in ("tiny-student-xs", "tiny-student", "tiny-student-l")
-        if res.seeds(_sft(p, small))
-    ]
-    gains = {p: paired(res, _kd(p, small), _sft(p, small)) for p in presets}
+    models = [p for p in STUDENTS if res.seeds(_sft(p, small))]
+    gains = {p: paired(res, _kd(p, small), _sft(p, small)) for p in models}
     params = {
         p: _read(res.root / f"{res.seeds(_sft(p, small))[0]}" / "run.json")["student_size"]
-        for p in presets
+        for p in models
     }
-    lines = [f"## (d) Student size, temperature, fidelity (n = {small})", ""]
-    lines += fig.md_table(
-        ["student", "parameters", "SFT", "KD T=1", "gain", "CI (seeds)", "CI (examples)"],
-        [
-            [p, params[p], _acc(res, _sft(p, small)), _acc(res, _kd(p, small)), _gain(gains[p])]
-            for p in presets
-        ],
-    )
-    smallest, next_ = presets[0], presets[1] if len(presets) > 1 else presets[0]
-    diff = {"mean": gains[smallest]["mean"] - gains[next_]["mean"], "examples": None}
-    a = res.values(_kd(smallest, small)) - res.values(_sft(smallest, small))
-    b = res.values(_kd(next_, small)) - res.values(_sft(next_, small))
-    k = min(len(a), len(b))
-    diff["seeds"] = stats.t_ci(a[:k] - b[:k])[1:]
-    lines += [
-        f"- Gains are larger for the smaller student ({smallest} vs {next_}): "
-        f"**{verdict(diff)}** ({PCT * diff['mean']:+.1f} points).",
+    lines = [
+        f"## (d) Student size, temperature, fidelity (n = {small})",
+        "",
+        f"Prediction: {PREDICTIONS['d']}",
+        "",
+        "Each student follows the teacher if KD brings its held-out KL(teacher || student) "
+        "(nats per token, on the validation questions) well below SFT's.",
         "",
     ]
-    t_rows, t_verdicts = [], {}
-    for p in presets[:2]:
-        for t in (1.0, 2.0, 5.0):
+    lines += fig.md_table(
+        [
+            "student",
+            "parameters",
+            "SFT",
+            "KD T=1",
+            "gain",
+            "CI (seeds)",
+            "CI (examples)",
+            "KL SFT",
+            "KL KD",
+        ],
+        [
+            [
+                p,
+                params[p],
+                _acc(res, _sft(p, small)),
+                _acc(res, _kd(p, small)),
+                _gain(gains[p]),
+                _fid(res, _sft(p, small))[2],
+                _fid(res, _kd(p, small))[2],
+            ]
+            for p in models
+        ],
+    )
+    out: dict = {"gains": gains}
+    if len(models) >= 2:
+        smallest, largest = models[0], models[-1]
+        out["size"] = _diff_of_gains(
+            res,
+            (_kd(smallest, small), _sft(smallest, small)),
+            (_kd(largest, small), _sft(largest, small)),
+        )
+        lines += [
+            _verdict_line(f"The gain is larger for {smallest} than for {largest}", out["size"]),
+            "",
+        ]
+    t_rows, out["t5"] = [], {}
+    hottest = max(scale.temperatures)
+    for p in models:
+        for t in scale.temperatures:
             cond = _kd(p, small, t=t)
             if res.seeds(cond):
                 t_rows.append([p, f"T={t:g}", _acc(res, cond), *_fid(res, cond)])
-        if res.seeds(_kd(p, small, t=5.0)):
-            t_verdicts[p] = paired(res, _kd(p, small, t=5.0), _kd(p, small))
+        if hottest > 1 and res.seeds(_kd(p, small, t=hottest)):
+            out["t5"][p] = paired(res, _kd(p, small, t=hottest), _kd(p, small))
     lines += [
         "Temperature ablation and fidelity to the teacher (means over seeds): agreement = "
         "same final answer (%), BLEU of the rationales vs the teacher's (0-100), "
@@ -289,12 +400,9 @@ def finding_d(res: Results, scale: Scale) -> tuple[list[str], dict]:
         "",
     ]
     lines += fig.md_table(["student", "KD", "accuracy", "agreement", "BLEU", "KL", "top-1"], t_rows)
-    for p, d in t_verdicts.items():
-        lines.append(
-            f"- T = 5 hurts {p} (vs T = 1): **{verdict(d, '<')}** "
-            f"({PCT * d['mean']:+.1f} points, seed CI {_ci(*d['seeds'], True)})."
-        )
-    return lines + [""], {"size": diff, "t5": t_verdicts}
+    for p, d in out["t5"].items():
+        lines.append(_verdict_line(f"T = {hottest:g} hurts {p} (vs T = 1)", d, "<"))
+    return lines + [""], out
 
 
 def _fid(res: Results, cond: str) -> list[str]:
@@ -320,33 +428,55 @@ def write(root: Path, scale: Scale, timings: dict, docs: str | None = None) -> P
     out = root / "report"
     out.mkdir(parents=True, exist_ok=True)
     main = [str(root / r.name) for r in plan if r.task == TASK and r.name in res.scores]
-    cipher = [str(root / r.name) for r in plan if r.task == "cipher" and r.name in res.scores]
     if main:
         write_report(main, str(out / TASK))
-    if cipher:  # the teacher's own run gives its score and predictions for agreement
-        write_report(cipher, str(out / "cipher"))
-    fig.recipe_figure(res, RECIPES, out / "cipher_recipes.png")
+    fig.recipe_figure(res, scale, out / "cipher_recipes.png")
 
+    parts, summary = [], {}
+    for name, fn, args in (
+        ("a", finding_a, (scale,)),
+        ("b", finding_b, (scale, root)),
+        ("c", finding_c, (scale, root)),
+        ("d", finding_d, (scale,)),
+    ):
+        part, summary[name] = fn(res, *args)
+        parts += part
+    verdicts = [x for x in parts if x.startswith("- ") and "**" in x]
     lines = [
         f"# Miniature KD study on CPU ({scale.name} scale)",
         "",
-        f"Seeds {list(scale.seeds)}; {TASK} sizes {list(scale.sizes)}; teacher "
-        f"{scale.teacher_steps} steps (strong teacher x{scale.strong_factor:g}); students "
-        f"{scale.student_steps} steps of {scale.batch_size} examples; stages "
-        f"{scale.stage_steps} steps each; {scale.eval_examples} test problems per task, "
-        "greedy. Setup: kd_jax/miniature/conditions.py. CIs: kd_jax/miniature/findings.py.",
+        "Both studies' findings tried at toy scale on 2 CPU cores with the built-in tiny "
+        "pretrained bases and data. This file and its figures are written by the suite:",
         "",
+        "```bash",
+        "kd-jax miniature --workdir runs/mini --docs docs    # this report",
+        "kd-jax miniature --workdir runs/mini_smoke --smoke  # the plumbing, 1 seed",
+        "```",
+        "",
+        "Setup (kd_jax/miniature/conditions.py): "
+        f"seeds {list(scale.seeds)}; {TASK} sizes {list(scale.sizes)} with a fixed "
+        f"{scale.val_size}-question validation set carved from training; SFT runs "
+        f"{scale.epochs:g} epochs within [{scale.min_steps}, {scale.max_steps}] steps of "
+        f"{scale.batch_size}, validated {scale.evals} times, best checkpoint scored; teacher "
+        f"{scale.teacher_steps} steps, strong teacher {scale.strong_steps}; temperatures "
+        f"{list(scale.temperatures)}; Zorbic {scale.human} + {scale.human_val} human pairs, "
+        f"synthetic sizes {list(scale.synthetic)}, {scale.gkd_steps} on-policy steps per "
+        f"stage; {scale.eval_examples} test problems per task, greedy. CIs "
+        "(kd_jax/miniature/findings.py): 95% t-intervals over seeds, paired by seed for "
+        "gains, and paired bootstraps over test problems; a verdict uses the seed interval.",
+        "",
+        "## Verdicts",
+        "",
+        *verdicts,
+        "",
+        *parts,
     ]
-    summary = {}
-    for name, fn in (("a", finding_a), ("b", finding_b), ("c", finding_c), ("d", finding_d)):
-        part, summary[name] = fn(res, root if name == "c" else scale)
-        lines += part
     figures = [
         (f"{TASK}/gain_vs_data_size.png", "KD gain over SFT vs data size"),
         (f"{TASK}/gain_vs_student_size.png", "KD gain over SFT vs student size"),
         (f"{TASK}/temperature_ablation.png", "Temperature ablation"),
         (f"{TASK}/accuracy_vs_fidelity.png", "Accuracy vs fidelity"),
-        ("cipher_recipes.png", "Low-resource recipes"),
+        ("cipher_recipes.png", "Low-resource recipes vs synthetic size"),
     ]
     lines += ["## Figures", ""]
     for rel, title in figures:

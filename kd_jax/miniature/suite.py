@@ -18,7 +18,16 @@ from pathlib import Path
 
 from ml_collections import ConfigDict
 
-from kd_jax.miniature.conditions import CACHE_K, HUMAN_CIPHER, TERSE_CIPHER, PlannedRun, Scale
+from kd_jax.miniature.conditions import (
+    CACHE_K,
+    HUMAN_TRAIN,
+    HUMAN_VAL,
+    STRONGER_BY,
+    TASK,
+    TERSE_CIPHER,
+    PlannedRun,
+    Scale,
+)
 
 log = logging.getLogger("kd_jax.miniature")
 
@@ -42,17 +51,24 @@ class Timer:
         return out
 
 
+def named_path(root: Path, name: str) -> Path | None:
+    """The file a workdir-relative data name stands for (suite.write_named_files)."""
+    if name in (HUMAN_TRAIN, HUMAN_VAL, TERSE_CIPHER) or name.startswith("synthetic-"):
+        return root / f"{name}.jsonl"
+    return None
+
+
 def resolve_paths(run: PlannedRun, root: Path) -> ConfigDict:
-    """The run's config with run names, "cache:<teacher>" and "synthetic" made paths."""
+    """The run's config with run names, "cache:<teacher>" and data names made paths."""
     c = ConfigDict(run.config.to_dict())
     for mc in (c.student, c.teacher):
         if mc.workdir:
             mc.workdir = str(root / mc.workdir)
     if c.kd.teacher_cache.startswith("cache:"):
         c.kd.teacher_cache = str(root / f"cache-{c.kd.teacher_cache[len('cache:') :]}")
-    named = {"synthetic": root / "synthetic.jsonl", TERSE_CIPHER: root / "cipher_terse.jsonl"}
-    files = [str(named.get(p, p)) for p in c.data.train.split(",")]
-    c.data.train = ",".join(files)
+    for key in ("train", "validation"):
+        files = [str(named_path(root, p) or p) for p in c.data[key].split(",") if p]
+        c.data[key] = ",".join(files)
     return c
 
 
@@ -64,42 +80,68 @@ def build_cache(config: ConfigDict, out: Path) -> None:
         return
     cfg = ConfigDict(config.to_dict())
     cfg.data.num_examples = 0  # the cache covers every record; subsets look theirs up
+    cfg.data.validation_size = 0
     teacher_cache_job.build(cfg, out, k=CACHE_K, batch_size=100, progress=False)
 
 
-def terse_cipher(root: Path) -> Path:
-    """The teacher-scale Zorbic pairs whose reply is the terse "The answer is X ." form."""
+def _lines(name: str) -> list[str]:
     from kd_jax.data import builtin_paths
 
-    out = root / "cipher_terse.jsonl"
-    if not out.exists():
-        with open(builtin_paths.resolve("builtin:chat/cipher/train"), encoding="utf-8") as f:
-            keep = [
-                line
-                for line in f
-                if not json.loads(line)["messages"][-1]["content"].startswith("Word by word")
-            ]
-        out.write_text("".join(keep))
+    with open(builtin_paths.resolve(name), encoding="utf-8") as f:
+        return [line for line in f if line.strip()]
+
+
+def write_named_files(root: Path, scale: Scale, name: str) -> Path:
+    """The files (c) trains on: the human train / validation pairs (disjoint, drawn from
+    the 300 built-in human pairs in a fixed order), the terse teacher-scale pairs, and
+    nested synthetic sets (the first N teacher-labelled inputs)."""
+    import random
+
+    out = named_path(root, name)
+    if out.exists():
+        return out
+    if name in (HUMAN_TRAIN, HUMAN_VAL):
+        human = _lines("builtin:chat/cipher/human")
+        random.Random(0).shuffle(human)
+        val, train = human[: scale.human_val], human[scale.human_val :][: scale.human]
+        keep = train if name == HUMAN_TRAIN else val
+    elif name == TERSE_CIPHER:
+        keep = [
+            line
+            for line in _lines("builtin:chat/cipher/train")
+            if not json.loads(line)["messages"][-1]["content"].startswith("Word by word")
+        ]
+    else:
+        size = int(name.split("-")[1])
+        labelled = synthesize(root, scale).read_text().splitlines(keepends=True)
+        if len(labelled) < size:
+            raise RuntimeError(
+                f"The cipher teacher labelled only {len(labelled)} usable inputs; "
+                f"(c) needs {size}: train the cipher teacher longer (cipher_teacher_steps)."
+            )
+        keep = labelled[:size]
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text("".join(keep))
+    tmp.rename(out)
     return out
 
 
 def synthesize(root: Path, scale: Scale) -> Path:
-    """The teacher labels `scale.synthetic` Zorbic inputs (its greedy answers)."""
+    """The cipher teacher labels Zorbic inputs of the teacher-scale set (its greedy
+    answers), a tenth more than the largest synthetic size: the filter drops some."""
     from kd_jax import synthesize as synth
-    from kd_jax.data import builtin_paths
 
     out = root / "synthetic.jsonl"
     if out.exists():
         return out
     inputs = root / "synthetic_inputs.jsonl"
-    with open(builtin_paths.resolve("builtin:chat/cipher/train"), encoding="utf-8") as f:
-        lines = [next(f) for _ in range(scale.synthetic)]
-    inputs.write_text("".join(lines))
+    inputs.write_text(
+        "".join(_lines("builtin:chat/cipher/train")[: int(1.1 * max(scale.synthetic)) + 8])
+    )
     tmp = root / "synthetic.tmp.jsonl"
-    teacher = str(root / "cipher-teacher")
     synth.synthesize_file(
-        teacher,
-        HUMAN_CIPHER,
+        str(root / "cipher-teacher"),
+        str(named_path(root, HUMAN_TRAIN)),
         tmp,
         mode="label",
         inputs=str(inputs),
@@ -110,6 +152,16 @@ def synthesize(root: Path, scale: Scale) -> Path:
     tmp.rename(out)
     os.replace(str(tmp) + ".counts.json", str(out) + ".counts.json")
     return out
+
+
+def strong_gate(root: Path) -> tuple[bool, dict]:
+    """Whether the strong teacher beats the teacher by STRONGER_BY on the test, and both
+    accuracies: (b) uses it only then."""
+    acc = {}
+    for name in ("teacher", "strong-teacher"):
+        doc = json.loads((root / name / "eval" / "scores.json").read_text())
+        acc[name] = doc["tasks"][TASK]["accuracy"]
+    return acc["strong-teacher"] >= acc["teacher"] + STRONGER_BY, acc
 
 
 class Models:
@@ -134,7 +186,7 @@ def fidelity(run: PlannedRun, wd: Path, root: Path, config: ConfigDict, models: 
 
     teacher_dir = root / run.teacher
     per_task = fidelity_from_predictions(str(wd / "eval"), str(teacher_dir / "eval"))
-    student = load_trained(wd)[0]
+    student = load_trained(wd, which=run.checkpoint)[0]
     held = held_out_fidelity(config, student, models.get(teacher_dir), max_batches=4)
     write_fidelity(str(wd / "eval"), per_task, **held)
 
@@ -156,14 +208,29 @@ def run_plan(plan: list[PlannedRun], root: Path, scale: Scale) -> dict:
             default=list,
         )
     )
+    gate = None
     for i, run in enumerate(plan, 1):
         wd = root / run.name
         config = resolve_paths(run, root)
+        if "strong-teacher" in run.needs:
+            if gate is None:
+                gate = strong_gate(root)
+                log.info(
+                    "Strong teacher %s vs teacher %s", gate[1]["strong-teacher"], gate[1]["teacher"]
+                )
+            if not gate[0]:
+                log.error(
+                    "%s skipped: the strong teacher (%.1f%%) is not %.0f points better than "
+                    "the teacher (%.1f%%) on the test; train it longer (strong_steps).",
+                    run.name,
+                    100 * gate[1]["strong-teacher"],
+                    100 * STRONGER_BY,
+                    100 * gate[1]["teacher"],
+                )
+                continue
         for need in run.needs:
-            if need == TERSE_CIPHER:
-                timer("terse cipher data", terse_cipher, root)
-            elif need == "synthetic":
-                timer("synthetic data", synthesize, root, scale)
+            if named_path(root, need) is not None:
+                timer(f"data {need}", write_named_files, root, scale, need)
             elif need.startswith("cache:"):
                 timer(f"cache {need[6:]}", build_cache, config, Path(config.kd.teacher_cache))
         after = None
@@ -172,7 +239,6 @@ def run_plan(plan: list[PlannedRun], root: Path, scale: Scale) -> dict:
                 timer, f"fidelity {run.name}", fidelity, run, wd, root, config, models
             )
         label = f"[{i}/{len(plan)}] {run.name}"
-        sweep.run_condition(
-            label, wd, config, {"meta": dict(run.meta)}, timer=timer, after_eval=after
-        )
+        evaluation = {"meta": dict(run.meta), "checkpoint": run.checkpoint}
+        sweep.run_condition(label, wd, config, evaluation, timer=timer, after_eval=after)
     return timer.rows

@@ -76,6 +76,10 @@ def test_sft_steps_follow_epochs_within_bounds():
     assert sft.config.train.eval_every == sft.config.train.num_steps // full.evals
     kd = plan["tiny-student-l_n1000_kd_teacher_T1_s0"]
     assert kd.config.train.num_steps == sft.config.train.num_steps and kd.checkpoint == "best"
+    # the strong teacher is the teacher's base trained longer
+    teacher, strong = plan["teacher"].config, plan["strong-teacher"].config
+    assert strong.train.num_steps > teacher.train.num_steps
+    assert strong.student.hf_path == teacher.student.hf_path
     # every model starts from a shipped base; stage two from stage one's best checkpoint
     assert all(r.config.student.hf_path or r.config.student.workdir for r in plan.values())
     two = plan["cipher_two-stage_syn500_s0"]

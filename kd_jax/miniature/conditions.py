@@ -10,10 +10,14 @@ rationale, "The answer is X ."). A fixed 200 of its 4k training questions are th
 validation set of every run (data.validation_size with subset_seed 0: the same 200 for
 all); the test split is only scored, never used to choose a checkpoint.
 
-Teachers (tiny-teacher base, SFT on the 3.8k other training questions):
-  teacher          `teacher_steps` steps
-  strong-teacher   `strong_steps` steps: it is used only if it scores at least
-                   STRONGER_BY higher than the teacher on the test (suite.strong_gate)
+Teachers (SFT on the 3.8k other training questions):
+  teacher          tiny-teacher, `teacher_steps` steps
+  strong-teacher   tiny-teacher, `strong_steps` steps: it is used only if it scores at
+                   least STRONGER_BY higher than the teacher on the test (suite.strong_gate).
+                   The same size, better trained, as Study A's stronger teacher (both 70B).
+                   A larger base (d = 160, 4 layers, 1.4M parameters, pretrained like the
+                   others) was tried: fine-tuned 1500 steps it scored 58% (lr 2e-3) and
+                   75.5% (lr 1e-3), below the teacher, copying digits wrongly.
 Their top-k (k = 64) on the training questions is cached once (kd_jax.teacher_cache), so
 the offline KD students never run a teacher.
 
@@ -50,7 +54,7 @@ from kd_jax.models import builtin_bases
 
 TASK = "compare"
 TASK_TRAIN = f"builtin:chat/{TASK}/train"
-TEACHER_BASE = "tiny-teacher"
+TEACHER_BASE = STRONG_BASE = "tiny-teacher"
 STUDENTS = ("tiny-student-xs", "tiny-student", "tiny-student-l")
 MAIN_STUDENT = "tiny-student-l"  # (a) and (b): the shipped student that learns the task
 CIPHER_STUDENT = "tiny-student"
@@ -218,8 +222,11 @@ def _validate(c, scale: Scale) -> None:
 
 def teacher_runs(scale: Scale) -> list[PlannedRun]:
     out = []
-    for name, steps in (("teacher", scale.teacher_steps), ("strong-teacher", scale.strong_steps)):
-        c = _common(scale, 0, steps, TEACHER_BASE)
+    for name, model, steps in (
+        ("teacher", TEACHER_BASE, scale.teacher_steps),
+        ("strong-teacher", STRONG_BASE, scale.strong_steps),
+    ):
+        c = _common(scale, 0, steps, model)
         meta = {"method": "SFT", "student": name, "data_size": 0, "seed": 0}
         out.append(PlannedRun(name, c, meta, ("teacher",)))
     return out

@@ -1,25 +1,14 @@
-"""Findings (a)-(d) of the miniature suite, with 95% CIs, as Markdown and PNG figures.
-
-CIs. "seeds": a t-interval over the per-seed values (for a gain, over per-seed
-differences: runs with the same seed share initialisation and batch order, so they are
-paired). With 3 seeds t(0.975, 2) = 4.30, so these are wide and honest about training
-noise. "examples": a paired percentile bootstrap over test problems of the seed-averaged
-correctness (kd_jax.evaluation.stats), i.e. test-set noise only. A finding's verdict uses
-the seed interval: "reproduced" when it excludes 0 in the claimed direction, "same
-direction, not significant" when only the mean agrees, "not reproduced" otherwise.
+"""Findings (a)-(d) of the miniature suite as Markdown and PNG figures: each prediction
+(conditions.PREDICTIONS), its numbers with 95% CIs and its verdict (kd_jax.miniature.results).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 
-import numpy as np
-
-from kd_jax.evaluation import stats
 from kd_jax.miniature import figures as fig
 from kd_jax.miniature.conditions import (
     CACHE_K,
@@ -30,122 +19,24 @@ from kd_jax.miniature.conditions import (
     STUDENTS,
     TASK,
     TEACHER_BASE,
-    PlannedRun,
     Scale,
     build_plan,
     cipher_name,
     condition_name,
 )
+from kd_jax.miniature.results import (
+    PCT,
+    Results,
+    diff_of_gains,
+    fid_cells,
+    fmt_acc,
+    fmt_gain,
+    paired,
+    pct,
+    read_json,
+    verdict_line,
+)
 from kd_jax.miniature.suite import strong_gate
-
-PCT = 100.0
-
-
-# ---- reading runs ------------------------------------------------------------------------
-
-
-def _read(path: Path):
-    return json.loads(path.read_text()) if path.exists() else None
-
-
-class Results:
-    """Per-run scores, per-example correctness and fidelity, grouped by condition."""
-
-    def __init__(self, root: Path, plan: list[PlannedRun]):
-        self.root, self.plan = root, plan
-        self.runs = {r.name: r for r in plan}
-        self.scores, self.correct, self.fid = {}, {}, {}
-        for r in plan:
-            doc = _read(root / r.name / "eval" / "scores.json")
-            if doc is None:
-                continue
-            self.scores[r.name] = {t: e for t, e in doc["tasks"].items()}
-            pred = root / r.name / "eval" / "predictions" / f"{r.task}.jsonl"
-            rows = [json.loads(x) for x in pred.read_text().splitlines() if x.strip()]
-            self.correct[r.name] = np.asarray([float(x["correct"]) for x in rows])
-            fid = _read(root / r.name / "eval" / "fidelity.json")
-            if fid:
-                per = [v for v in fid["tasks"].values()]
-                self.fid[r.name] = {
-                    "agreement": np.mean([v["agreement"] for v in per]) if per else None,
-                    "bleu": np.mean([v["bleu"] for v in per]) if per else None,
-                    **fid.get("held_out", {}),
-                }
-
-    def seeds(self, cond: str) -> list[str]:
-        """The evaluated runs of a condition (its name without `_s<seed>`), by seed."""
-        names = [n for n in self.scores if re.sub(r"_s\d+$", "", n) == cond]
-        return sorted(names, key=lambda n: int(n.rsplit("_s", 1)[1]))
-
-    def values(self, cond: str, metric: str = "accuracy") -> np.ndarray:
-        return np.asarray([self.scores[n][self.runs[n].task][metric] for n in self.seeds(cond)])
-
-    def best_steps(self, cond: str) -> list[int]:
-        """Per seed, the step of the checkpoint a validating run kept as its best."""
-        out = []
-        for n in self.seeds(cond):
-            steps = [int(p.name) for p in (self.root / n / "checkpoints_best").glob("[0-9]*")]
-            out += [max(steps)] if steps else []
-        return out
-
-    def examples(self, cond: str) -> np.ndarray | None:
-        vecs = [self.correct[n] for n in self.seeds(cond)]
-        return np.mean(vecs, axis=0) if vecs else None
-
-
-def paired(res: Results, a: str, b: str, metric: str = "accuracy") -> dict:
-    """a minus b: per-seed differences (t-interval) and the example bootstrap."""
-    va, vb = res.values(a, metric), res.values(b, metric)
-    k = min(len(va), len(vb))
-    mean, lo, hi = stats.t_ci(va[:k] - vb[:k])
-    ea, eb = res.examples(a), res.examples(b)
-    ex = None
-    if metric == "accuracy" and ea is not None and eb is not None and ea.shape == eb.shape:
-        ex = stats.paired_gain_ci({"t": ea}, {"t": eb}, n_boot=4000)
-    return {"mean": mean, "seeds": (lo, hi), "examples": ex, "n": k}
-
-
-def verdict(d: dict, claim: str = ">") -> str:
-    m, (lo, hi) = d["mean"], d["seeds"]
-    if claim == "<":
-        m, lo, hi = -m, -hi, -lo
-    if not np.isfinite(lo):  # one seed: a direction, no interval
-        return f"{'same direction' if m > 0 else 'not reproduced'}, one seed (no CI)"
-    if lo > 0:
-        return "reproduced"
-    if m > 0:
-        return "same direction, not significant (the seed CI includes 0)"
-    if np.isfinite(hi) and hi < 0:
-        return "not reproduced: significantly the opposite"
-    return "not reproduced"
-
-
-# ---- formatting --------------------------------------------------------------------------
-
-
-def _p(x) -> str:
-    return "—" if x is None or not np.isfinite(x) else f"{PCT * x:.1f}"
-
-
-def _ci(lo, hi, signed=False) -> str:
-    if lo is None or not np.isfinite(lo):
-        return "—"
-    f = "+.1f" if signed else ".1f"
-    return f"[{PCT * lo:{f}}, {PCT * hi:{f}}]"
-
-
-def _acc(res: Results, cond: str, metric: str = "accuracy") -> str:
-    m, lo, hi = stats.t_ci(res.values(cond, metric))
-    scale = 1 / PCT if metric == "chrf" else 1.0
-    # A t-interval can pass the ends of the scale; the scale itself cannot.
-    lo, hi = max(lo, 0.0), min(hi, 1.0 / scale)
-    return f"{_p(m * scale)} {_ci(lo * scale, hi * scale)}" if len(res.values(cond)) else "—"
-
-
-def _gain(d: dict) -> str:
-    ex = _ci(*d["examples"], signed=True) if d["examples"] else "—"
-    return f"{PCT * d['mean']:+.1f} | {_ci(*d['seeds'], signed=True)} | {ex}"
-
 
 # ---- the findings ------------------------------------------------------------------------
 
@@ -158,22 +49,6 @@ def _kd(model, n, teacher="teacher", t=1.0) -> str:
 
 def _sft(model, n) -> str:
     return condition_name(model, n, "sft")
-
-
-def _diff_of_gains(res: Results, a: tuple[str, str], b: tuple[str, str]) -> dict:
-    """(a[0] - a[1]) minus (b[0] - b[1]), paired by seed."""
-    da = res.values(a[0]) - res.values(a[1]) if res.seeds(a[0]) and res.seeds(a[1]) else []
-    db = res.values(b[0]) - res.values(b[1]) if res.seeds(b[0]) and res.seeds(b[1]) else []
-    k = min(len(da), len(db))
-    m, lo, hi = stats.t_ci(np.asarray(da[:k]) - np.asarray(db[:k]))
-    return {"mean": m, "seeds": (lo, hi), "examples": None, "n": k}
-
-
-def _verdict_line(claim: str, d: dict, sign: str = ">") -> str:
-    mean = PCT * d["mean"] if np.isfinite(d["mean"]) else float("nan")
-    return (
-        f"- {claim}: **{verdict(d, sign)}** ({mean:+.1f} points, seed CI {_ci(*d['seeds'], True)})."
-    )
 
 
 def finding_a(res: Results, scale: Scale) -> tuple[list[str], dict]:
@@ -190,13 +65,13 @@ def finding_a(res: Results, scale: Scale) -> tuple[list[str], dict]:
                 n,
                 scale.steps(n),
                 ", ".join(map(str, best)) or "—",
-                _acc(res, _sft(M, n)),
-                _acc(res, _kd(M, n)),
-                _gain(g),
+                fmt_acc(res, _sft(M, n)),
+                fmt_acc(res, _kd(M, n)),
+                fmt_gain(g),
             ]
         )
     small, large = min(scale.sizes), max(scale.sizes)
-    shrink = _diff_of_gains(res, (_kd(M, small), _sft(M, small)), (_kd(M, large), _sft(M, large)))
+    shrink = diff_of_gains(res, (_kd(M, small), _sft(M, small)), (_kd(M, large), _sft(M, large)))
     lines = [
         "## (a) KD vs SFT as data grows",
         "",
@@ -222,8 +97,8 @@ def finding_a(res: Results, scale: Scale) -> tuple[list[str], dict]:
         rows,
     )
     lines += [
-        _verdict_line(f"KD beats SFT at n = {small}", gains[small]),
-        _verdict_line(f"The gain shrinks from n = {small} to n = {large}", shrink),
+        verdict_line(f"KD beats SFT at n = {small}", gains[small]),
+        verdict_line(f"The gain shrinks from n = {small} to n = {large}", shrink),
         "",
     ]
     return lines, {"gain_small": gains[small], "shrink": shrink, "gains": gains}
@@ -234,9 +109,9 @@ def finding_b(res: Results, scale: Scale, root: Path) -> tuple[list[str], dict]:
     teachers = []
     for t in ("teacher", "strong-teacher"):
         run = res.runs.get(t)
-        acc = _p(res.scores[t][TASK]["accuracy"]) if t in res.scores else "—"
-        steps = run.config.train.num_steps if run else "—"
-        teachers.append([t, TEACHER_BASE, steps, acc])
+        acc = pct(res.scores[t][TASK]["accuracy"]) if t in res.scores else "—"
+        steps, model = (run.config.train.num_steps, run.config.student.preset) if run else "——"
+        teachers.append([t, model, steps, acc])
     ok, accs = (None, {}) if "strong-teacher" not in res.scores else strong_gate(root)
     strong = paired(res, _kd(M, large, "strong-teacher"), _sft(M, large))
     weak = paired(res, _kd(M, large), _sft(M, large))
@@ -246,8 +121,8 @@ def finding_b(res: Results, scale: Scale, root: Path) -> tuple[list[str], dict]:
         "",
         f"Prediction: {PREDICTIONS['b']}",
         "",
-        f"Checked before use: the strong teacher must score at least {PCT * STRONGER_BY:.0f} "
-        "points above the teacher on the test.",
+        "The strong teacher is the same base trained longer, checked before use: it must "
+        f"score at least {PCT * STRONGER_BY:.0f} points above the teacher on the test.",
         "",
     ]
     lines += fig.md_table(["teacher", "base", "steps", f"{TASK} test accuracy (%)"], teachers)
@@ -263,13 +138,13 @@ def finding_b(res: Results, scale: Scale, root: Path) -> tuple[list[str], dict]:
     lines += fig.md_table(
         [f"KD at n = {large}", "accuracy", "gain over SFT", "CI (seeds)", "CI (examples)"],
         [
-            ["teacher", _acc(res, _kd(M, large)), _gain(weak)],
-            ["strong-teacher", _acc(res, _kd(M, large, "strong-teacher")), _gain(strong)],
+            ["teacher", fmt_acc(res, _kd(M, large)), fmt_gain(weak)],
+            ["strong-teacher", fmt_acc(res, _kd(M, large, "strong-teacher")), fmt_gain(strong)],
         ],
     )
     lines += [
-        _verdict_line(f"Strong-teacher KD beats SFT at n = {large}", strong),
-        _verdict_line("Strong-teacher KD beats teacher KD", vs),
+        verdict_line(f"Strong-teacher KD beats SFT at n = {large}", strong),
+        verdict_line("Strong-teacher KD beats teacher KD", vs),
         "",
     ]
     return lines, {"strong": strong, "strong_vs_teacher": vs, "gate": ok}
@@ -277,7 +152,7 @@ def finding_b(res: Results, scale: Scale, root: Path) -> tuple[list[str], dict]:
 
 def _teacher_acc(res: Results) -> str:
     e = res.scores.get("cipher-teacher", {}).get("cipher")
-    return f"accuracy {_p(e['accuracy'])}%, chrF {e['chrf']:.1f}" if e else "not evaluated"
+    return f"accuracy {pct(e['accuracy'])}%, chrF {e['chrf']:.1f}" if e else "not evaluated"
 
 
 def _cipher(recipe: str, s: int) -> str:
@@ -286,27 +161,27 @@ def _cipher(recipe: str, s: int) -> str:
 
 def finding_c(res: Results, scale: Scale, root: Path) -> tuple[list[str], dict]:
     largest = max(scale.synthetic)
-    rows = [
-        ["SFT on human data", 0, _acc(res, _cipher("sft", 0)), _acc(res, _cipher("sft", 0), "chrf")]
-    ]
+
+    def row(label, size, cond):
+        return [label, size, fmt_acc(res, cond), fmt_acc(res, cond, "chrf")]
+
+    rows = [row("SFT on human data", 0, _cipher("sft", 0))]
     for s in scale.synthetic:
         if s:
             c = _cipher("stage1", s)
-            rows.append(["stage 1 only (SFT on synthetic)", s, _acc(res, c), _acc(res, c, "chrf")])
+            rows.append(row("stage 1 only (SFT on synthetic)", s, c))
         c = _cipher("two-stage", s)
         label = "one stage (GKD on human)" if s == 0 else "two stages (stage 1, then GKD on human)"
-        rows.append([label, s, _acc(res, c), _acc(res, c, "chrf")])
+        rows.append(row(label, s, c))
     if largest:
         c = _cipher("mixed", largest)
-        rows.append(
-            ["mixed (GKD on human + synthetic)", largest, _acc(res, c), _acc(res, c, "chrf")]
-        )
+        rows.append(row("mixed (GKD on human + synthetic)", largest, c))
     two = _cipher("two-stage", largest)
     two_one = paired(res, two, _cipher("two-stage", 0))
     one_sft = paired(res, _cipher("two-stage", 0), _cipher("sft", 0))
     two_mix = paired(res, two, _cipher("mixed", largest))
     two_sft = paired(res, two, _cipher("sft", 0))
-    counts = _read(root / "synthetic.jsonl.counts.json") or {}
+    counts = read_json(root / "synthetic.jsonl.counts.json") or {}
     lines = [
         "## (c) Two-stage KD in the low-resource domain (Zorbic translation)",
         "",
@@ -321,10 +196,10 @@ def finding_c(res: Results, scale: Scale, root: Path) -> tuple[list[str], dict]:
     ]
     lines += fig.md_table(["recipe", "synthetic pairs", "accuracy", "chrF"], rows)
     lines += [
-        _verdict_line(f"Two stages (synthetic {largest}) beat one stage", two_one),
-        _verdict_line("One stage beats SFT", one_sft),
-        _verdict_line(f"Two stages beat naive mixing (synthetic {largest})", two_mix),
-        _verdict_line("Two stages beat SFT", two_sft),
+        verdict_line(f"Two stages (synthetic {largest}) beat one stage", two_one),
+        verdict_line("One stage beats SFT", one_sft),
+        verdict_line(f"Two stages beat naive mixing (synthetic {largest})", two_mix),
+        verdict_line("Two stages beat SFT", two_sft),
         "",
     ]
     return lines, {"two_one": two_one, "one_sft": one_sft, "two_mix": two_mix, "two_sft": two_sft}
@@ -335,7 +210,7 @@ def finding_d(res: Results, scale: Scale) -> tuple[list[str], dict]:
     models = [p for p in STUDENTS if res.seeds(_sft(p, small))]
     gains = {p: paired(res, _kd(p, small), _sft(p, small)) for p in models}
     params = {
-        p: _read(res.root / f"{res.seeds(_sft(p, small))[0]}" / "run.json")["student_size"]
+        p: read_json(res.root / f"{res.seeds(_sft(p, small))[0]}" / "run.json")["student_size"]
         for p in models
     }
     lines = [
@@ -363,11 +238,11 @@ def finding_d(res: Results, scale: Scale) -> tuple[list[str], dict]:
             [
                 p,
                 params[p],
-                _acc(res, _sft(p, small)),
-                _acc(res, _kd(p, small)),
-                _gain(gains[p]),
-                _fid(res, _sft(p, small))[2],
-                _fid(res, _kd(p, small))[2],
+                fmt_acc(res, _sft(p, small)),
+                fmt_acc(res, _kd(p, small)),
+                fmt_gain(gains[p]),
+                fid_cells(res, _sft(p, small))[2],
+                fid_cells(res, _kd(p, small))[2],
             ]
             for p in models
         ],
@@ -375,13 +250,13 @@ def finding_d(res: Results, scale: Scale) -> tuple[list[str], dict]:
     out: dict = {"gains": gains}
     if len(models) >= 2:
         smallest, largest = models[0], models[-1]
-        out["size"] = _diff_of_gains(
+        out["size"] = diff_of_gains(
             res,
             (_kd(smallest, small), _sft(smallest, small)),
             (_kd(largest, small), _sft(largest, small)),
         )
         lines += [
-            _verdict_line(f"The gain is larger for {smallest} than for {largest}", out["size"]),
+            verdict_line(f"The gain is larger for {smallest} than for {largest}", out["size"]),
             "",
         ]
     t_rows, out["t5"] = [], {}
@@ -390,7 +265,7 @@ def finding_d(res: Results, scale: Scale) -> tuple[list[str], dict]:
         for t in scale.temperatures:
             cond = _kd(p, small, t=t)
             if res.seeds(cond):
-                t_rows.append([p, f"T={t:g}", _acc(res, cond), *_fid(res, cond)])
+                t_rows.append([p, f"T={t:g}", fmt_acc(res, cond), *fid_cells(res, cond)])
         if hottest > 1 and res.seeds(_kd(p, small, t=hottest)):
             out["t5"][p] = paired(res, _kd(p, small, t=hottest), _kd(p, small))
     lines += [
@@ -401,18 +276,8 @@ def finding_d(res: Results, scale: Scale) -> tuple[list[str], dict]:
     ]
     lines += fig.md_table(["student", "KD", "accuracy", "agreement", "BLEU", "KL", "top-1"], t_rows)
     for p, d in out["t5"].items():
-        lines.append(_verdict_line(f"T = {hottest:g} hurts {p} (vs T = 1)", d, "<"))
+        lines.append(verdict_line(f"T = {hottest:g} hurts {p} (vs T = 1)", d, "<"))
     return lines + [""], out
-
-
-def _fid(res: Results, cond: str) -> list[str]:
-    vals = [res.fid.get(n, {}) for n in res.seeds(cond)]
-
-    def mean(key, scale=1.0, fmt="{:.1f}"):
-        xs = [v[key] for v in vals if v.get(key) is not None]
-        return fmt.format(scale * float(np.mean(xs))) if xs else "—"
-
-    return [mean("agreement", PCT), mean("bleu"), mean("kl", fmt="{:.3f}"), mean("top1", PCT)]
 
 
 # ---- figures and the document ------------------------------------------------------------
